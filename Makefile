@@ -55,6 +55,7 @@ scenario: venv docker
 
 demo: venv docker
 	$(BIN)/molecule converge -s demo
+	@echo; cat .demo/access.txt
 
 demo-down: venv
 	$(BIN)/molecule destroy -s demo
