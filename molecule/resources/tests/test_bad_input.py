@@ -3,12 +3,11 @@
 These run the site playbook the way users do, from the controller, against this scenario's
 inventory, and check that the host's unit file did not change.
 """
-import os
-import subprocess
+import json
 
 import pytest
 
-from conftest import SERVICE
+from conftest import SERVICE, project_playbook, run_playbook
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -26,22 +25,8 @@ BAD_INPUTS = [
 def test_bad_value_is_refused_before_any_change(host, extra_vars, named):
     unit = host.file(f"/etc/systemd/system/{SERVICE}.service")
     before = (unit.sha256sum, unit.mtime)
-    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
-    run = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit", host.backend.get_hostname(),
-            "-e", extra_vars,
-            os.path.join(project, "playbooks", "site.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": os.path.join(project, ".ansible", "collections")},
-        check=False,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
+    rc, output, _ = run_playbook(host, project_playbook("site.yml"), json.loads(extra_vars))
+    assert rc != 0, output
     assert named in output, output
     assert "changed=0" in output, output
     assert (unit.sha256sum, unit.mtime) == before

@@ -6,8 +6,13 @@ from conftest import INDEX, http_status, twine_upload
 testinfra_hosts = ["ansible://pypi_servers"]
 
 
-def test_twine_upload_then_pip_install(host, test_vars, wheel):
-    upload = twine_upload(host, test_vars, wheel["path"])
+def uploader(test_vars, credentials):
+    name = test_vars["cheeseshop_test_user"]
+    return name, credentials[name]
+
+
+def test_twine_upload_then_pip_install(host, test_vars, credentials, wheel):
+    upload = twine_upload(host, test_vars, wheel["path"], *uploader(test_vars, credentials))
     assert upload.rc == 0, upload.stdout + upload.stderr
 
     venv = f"/var/tmp/pip-{wheel['version']}"
@@ -20,8 +25,8 @@ def test_twine_upload_then_pip_install(host, test_vars, wheel):
     assert got == wheel["version"]
 
 
-def test_uv_installs_by_unnormalised_name(host, test_vars, wheel):
-    assert twine_upload(host, test_vars, wheel["path"]).rc == 0
+def test_uv_installs_by_unnormalised_name(host, test_vars, credentials, wheel):
+    assert twine_upload(host, test_vars, wheel["path"], *uploader(test_vars, credentials)).rc == 0
     venv = f"/var/tmp/uv-{wheel['version']}"
     uv = f"{test_vars['cheeseshop_test_client_venv']}/bin/uv"
     host.check_output(f"{uv} venv --python /usr/bin/python3 {venv}")
@@ -35,21 +40,21 @@ def test_uv_installs_by_unnormalised_name(host, test_vars, wheel):
 
 
 def test_upload_with_wrong_password_is_refused(host, test_vars, wheel):
-    upload = twine_upload(host, test_vars, wheel["path"], password="wrong-password")
+    upload = twine_upload(host, test_vars, wheel["path"], test_vars["cheeseshop_test_user"], "wrong-password")
     assert upload.rc != 0
     assert "403" in upload.stdout + upload.stderr or "401" in upload.stdout + upload.stderr
     assert not host.file(f"/srv/pypi/packages/{wheel['path'].rsplit('/', 1)[1]}").exists
 
 
-def test_reupload_is_refused_without_overwrite(host, test_vars, wheel):
-    assert twine_upload(host, test_vars, wheel["path"]).rc == 0
+def test_reupload_is_refused_without_overwrite(host, test_vars, credentials, wheel):
+    assert twine_upload(host, test_vars, wheel["path"], *uploader(test_vars, credentials)).rc == 0
     stored = host.file(f"/srv/pypi/packages/{wheel['path'].rsplit('/', 1)[1]}")
     original = stored.sha256sum
     # Same file name, other content: the stored file must stay as it was.
     other = host.check_output(
         f"/usr/local/bin/make_wheel.py {wheel['name']} {wheel['version']} /var/tmp/other-{wheel['version']} changed"
     )
-    again = twine_upload(host, test_vars, other)
+    again = twine_upload(host, test_vars, other, *uploader(test_vars, credentials))
     assert again.rc != 0
     # pypiserver answers 409, or 400 to twine, which expects what pypi.org sends.
     assert "400 Bad Request" in again.stdout + again.stderr, again.stdout + again.stderr
