@@ -5,9 +5,12 @@ Tests need real distributions to upload and install, quickly and offline:
     make_wheel.py NAME VERSION OUTDIR [NOTE]   -> prints the wheel's path
 The wheel holds one module, named after the project, whose VERSION matches and whose NOTE
 is the optional fourth argument (two wheels of one version that differ in content).
+With PAYLOAD_MB=N in the environment the wheel also carries N MiB of random bytes (stored, not
+compressed), for upload-size tests.
 """
 import base64
 import hashlib
+import os
 import re
 import sys
 import zipfile
@@ -34,13 +37,17 @@ def main(name, version, outdir, note=""):
             "Root-Is-Purelib: true\nTag: py3-none-any\n"
         ).encode(),
     }
+    payload_mb = int(os.environ.get("PAYLOAD_MB", "0"))
+    if payload_mb:
+        files[f"{module}/payload.bin"] = os.urandom(payload_mb * 1024 * 1024)
     record = [record_line(p, d) for p, d in files.items()] + [f"{dist_info}/RECORD,,"]
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
     out = Path(outdir) / f"{dist}-{version}-py3-none-any.whl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as whl:
         for path, data in files.items():
-            whl.writestr(path, data)
+            compress = zipfile.ZIP_STORED if path.endswith(".bin") else zipfile.ZIP_DEFLATED
+            whl.writestr(path, data, compress_type=compress)
     print(out)
 
 

@@ -75,15 +75,15 @@ def main_pid(host):
     return int(host.check_output(f"systemctl show --value --property=MainPID {SERVICE}"))
 
 
-def run_playbook(host, playbook, extra_vars=None, verbosity=0):
-    """Run a playbook from the controller against this host, as users do.
+def run_playbook(hostname, playbook, extra_vars=None, verbosity=0):
+    """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
     extra_vars go through a 0600 temporary file, so test passwords never reach a command line.
     Returns (returncode, combined output, seconds).
     """
     args = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit", host.backend.get_hostname()]
+            "--limit", hostname]
     if verbosity:
         args.append("-" + "v" * verbosity)
     args += ["--vault-password-file", VAULT_PASSWORD_FILE]

@@ -25,7 +25,7 @@ BAD_INPUTS = [
 def test_bad_value_is_refused_before_any_change(host, extra_vars, named):
     unit = host.file(f"/etc/systemd/system/{SERVICE}.service")
     before = (unit.sha256sum, unit.mtime)
-    rc, output, _ = run_playbook(host, project_playbook("site.yml"), json.loads(extra_vars))
+    rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("site.yml"), json.loads(extra_vars))
     assert rc != 0, output
     assert named in output, output
     assert "changed=0" in output, output

@@ -92,7 +92,7 @@ def test_add_change_remove_a_user_with_the_users_playbook(host, test_vars, vault
     playbook = project_playbook("users.yml")
 
     def apply(users, rights=rights):
-        rc, output, seconds = run_playbook(host, playbook, {"pypi_users": users, "pypi_indexes": rights})
+        rc, output, seconds = run_playbook(host.backend.get_hostname(), playbook, {"pypi_users": users, "pypi_indexes": rights})
         assert rc == 0, output
         assert first not in output and second not in output
         return output, seconds
@@ -130,17 +130,17 @@ def test_exclusive_removes_entries_the_list_does_not_mention(host, vault_users, 
     fake = "$2b$10$" + "x" * 53  # not a hash of anything
     host.check_output(f"echo 'handmade:{fake}' >> {UPLOADERS}")
     extra = {"pypi_users": vault_users, "pypi_indexes": indexes}
-    rc, output, _ = run_playbook(host, project_playbook("users.yml"), extra)
+    rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("users.yml"), extra)
     assert rc == 0, output
     assert "handmade" in entries(host, UPLOADERS), "kept by default: the list does not mention it"
-    rc, output, _ = run_playbook(host, project_playbook("users.yml"), {**extra, "pypi_users_exclusive": True})
+    rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("users.yml"), {**extra, "pypi_users_exclusive": True})
     assert rc == 0 and "removed handmade" in output, output
     assert "handmade" not in entries(host, UPLOADERS)
 
 
 def test_no_secret_is_printed_at_vvv(host, vault_users, indexes, credentials):
     """The converge users run (users from vault), then a run that hashes a new password."""
-    rc, output, _ = run_playbook(host, CONVERGE, verbosity=3)
+    rc, output, _ = run_playbook(host.backend.get_hostname(), CONVERGE, verbosity=3)
     assert rc == 0, output[-3000:]
     assert "changed=0" in output, output[-3000:]
     leaked = [name for name, password in credentials.items() if password in output]
@@ -149,13 +149,13 @@ def test_no_secret_is_printed_at_vvv(host, vault_users, indexes, credentials):
     probe, password = f"vvv-{time.time_ns() // 1000}", secrets.token_urlsafe(18)
     rights = with_uploader(indexes, probe)
     try:
-        rc, output, _ = run_playbook(host, project_playbook("users.yml"), verbosity=3, extra_vars={
+        rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("users.yml"), verbosity=3, extra_vars={
             "pypi_users": vault_users + [{"name": probe, "password": password}], "pypi_indexes": rights})
         assert rc == 0 and f"added {probe}" in output, output[-3000:]
         assert password not in output
         assert not [name for name, secret in credentials.items() if secret in output]
     finally:
-        run_playbook(host, project_playbook("users.yml"), {
+        run_playbook(host.backend.get_hostname(), project_playbook("users.yml"), {
             "pypi_users": vault_users + [{"name": probe, "state": "absent"}], "pypi_indexes": indexes})
 
 
@@ -181,7 +181,7 @@ def test_bad_entry_is_refused_before_any_change(host, vault_users, indexes, user
     rights = copy.deepcopy(indexes)
     rights[0].update(index_change or {})
     before = files_state(host)
-    rc, output, _ = run_playbook(host, project_playbook("users.yml"),
+    rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("users.yml"),
                                  {"pypi_users": vault_users + bad_users, "pypi_indexes": rights})
     assert rc != 0, output
     assert message in " ".join(output.split()), output

@@ -1,0 +1,236 @@
+"""The nginx TLS front, from a client container that holds nothing but the fetched CA.
+
+The four failures of the widely copied cache configuration (`proxy_cache_key $uri;
+proxy_cache_valid any 5m;`) each have a test here that fails on it: a cached 401 locking users
+out, a page or file served to an anonymous client after a user fetched it, an upload invisible
+for minutes, and uploads over 1 MB refused.
+"""
+import shlex
+import time
+from urllib.parse import urljoin
+
+import pytest
+
+from conftest import run_playbook, project_playbook
+
+testinfra_hosts = ["ansible://clients"]
+
+
+@pytest.fixture(scope="module")
+def server(test_vars):
+    return test_vars["groups"]["pypi_servers"][0]
+
+
+@pytest.fixture(scope="module")
+def ca(test_vars):
+    return test_vars["cheeseshop_client_ca"]
+
+
+@pytest.fixture(scope="module")
+def curl(ca):
+    """curl trusting only the index's CA: status, headers or body of one request."""
+    return f"curl -s --cacert {ca}"
+
+
+def status(host, curl, url, user=None, extra=""):
+    auth = f"-u {shlex.quote(user[0] + ':' + user[1])} " if user else ""
+    return int(host.check_output(f"{curl} {auth}{extra} -o /dev/null -w '%{{http_code}}' {shlex.quote(url)}"))
+
+
+def headers(host, curl, url, user=None, extra=""):
+    auth = f"-u {shlex.quote(user[0] + ':' + user[1])} " if user else ""
+    return host.check_output(f"{curl} {auth}{extra} -D - -o /dev/null {shlex.quote(url)}").lower()
+
+
+def body(host, curl, url, user):
+    return host.check_output(f"{curl} -u {shlex.quote(user[0] + ':' + user[1])} {shlex.quote(url)}")
+
+
+def first_file_url(host, curl, page, user, filename=""):
+    """The first file a project page links to (with that file name, if given), resolved as a
+    client resolves it."""
+    hrefs = [h.split('"', 1)[0].split("#", 1)[0] for h in body(host, curl, page, user).split('href="')[1:]]
+    return urljoin(page, next(h for h in hrefs if h.endswith("/" + filename) or not filename))
+
+
+@pytest.fixture(scope="module")
+def reader(credentials):
+    return ("molecule-reader", credentials["molecule-reader"])
+
+
+@pytest.fixture(scope="module")
+def uploader(credentials):
+    return ("molecule-uploader", credentials["molecule-uploader"])
+
+
+def make_wheel(host, name, version, payload_mb=0):
+    env = f"PAYLOAD_MB={payload_mb} " if payload_mb else ""
+    return host.check_output(f"{env}/usr/local/bin/make_wheel.py {name} {version} /var/tmp/proxy-{version}")
+
+
+def upload(host, test_vars, server, ca, path, user):
+    return host.run(
+        f"TWINE_USERNAME={shlex.quote(user[0])} TWINE_PASSWORD={shlex.quote(user[1])} "
+        f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive "
+        f"--disable-progress-bar --cert {ca} --repository-url https://{server}/ {shlex.quote(path)}"
+    )
+
+
+def version():
+    return f"3.0.{time.time_ns() // 1000}"
+
+
+# --- Transport -------------------------------------------------------------------------
+
+def test_http_redirects_to_https(host, server):
+    out = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{server}/simple/")
+    assert out == f"301 https://{server}/simple/"
+
+
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_old_tls_versions_are_refused(host, server, ca, flag):
+    # SECLEVEL=0 lets this client offer TLS 1.0/1.1, so only the server can refuse them.
+    run = host.run(f"openssl s_client -connect {server}:443 -servername {server} {flag} "
+                   f"-cipher 'DEFAULT:@SECLEVEL=0' -CAfile {ca} </dev/null")
+    # The server's alert 70; a refusal by the client itself would say "no protocols available".
+    assert run.rc != 0 and "alert protocol version" in run.stderr, run.stdout + run.stderr
+
+
+def test_tls13_is_spoken_and_the_certificate_verifies(host, server, ca):
+    run = host.run(f"openssl s_client -connect {server}:443 -servername {server} -tls1_3 "
+                   f"-CAfile {ca} -verify_return_error </dev/null")
+    assert run.rc == 0, run.stdout + run.stderr
+    assert "TLSv1.3" in run.stdout and "Verify return code: 0 (ok)" in run.stdout
+
+
+def test_http2_hsts_and_no_server_version(host, curl, server, reader):
+    head = headers(host, curl, f"https://{server}/simple/", reader, "--http2")
+    assert head.startswith("http/2 200"), head
+    assert "strict-transport-security: max-age=" in head
+    assert "\nserver: nginx\r" in head or "\nserver: nginx\n" in head, head
+
+
+def test_served_certificate_is_not_a_ca(host, server, ca):
+    """uv (rustls) refuses a CA used as a server certificate: the default is CA + leaf."""
+    text = host.check_output(f"openssl s_client -connect {server}:443 -servername {server} </dev/null "
+                             f"2>/dev/null | openssl x509 -noout -text")
+    assert "CA:FALSE" in text and f"DNS:{server}" in text
+
+
+# --- Who may read ----------------------------------------------------------------------
+
+def test_anonymous_and_outsider_are_refused_pages_and_files(host, curl, server, credentials, reader):
+    page = f"https://{server}/simple/"
+    outsider = ("molecule-outsider", credentials["molecule-outsider"])
+    assert status(host, curl, page) == 401
+    assert status(host, curl, page, outsider) == 401
+    assert status(host, curl, page, (reader[0], "wrong-password")) == 401
+    file_url = first_file_url(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
+    assert status(host, curl, file_url, reader) == 200
+    assert status(host, curl, file_url) == 401
+    assert status(host, curl, file_url, outsider) == 401
+
+
+def test_no_cached_401_locks_users_out(host, curl, server, reader):
+    """Copied config: an anonymous 401 cached for 5 minutes under $uri answers everyone."""
+    url = f"https://{server}/simple/cheeseshop-probe/?lockout={time.time_ns()}"
+    assert status(host, curl, url) == 401
+    assert status(host, curl, url, reader) == 200
+
+
+def test_cached_page_and_file_never_reach_anonymous(host, curl, server, reader):
+    """Copied config: what a user fetched is then served from cache to anyone."""
+    url = f"https://{server}/simple/cheeseshop-probe/"
+    body(host, curl, url, reader)
+    assert "x-cache-status: hit" in headers(host, curl, url, reader)
+    assert status(host, curl, url) == 401
+    assert status(host, curl, first_file_url(host, curl, url, reader)) == 401
+
+
+def test_accept_variants_are_cached_apart(host, curl, server, reader):
+    url = f"https://{server}/simple/cheeseshop-probe/?accept={time.time_ns()}"
+    json_accept = "-H 'Accept: application/vnd.pypi.simple.v1+json'"
+    headers(host, curl, url, reader, json_accept)
+    assert "x-cache-status: hit" in headers(host, curl, url, reader, json_accept)
+    assert "x-cache-status: miss" in headers(host, curl, url, reader, "-H 'Accept: text/html'")
+
+
+# --- Uploads, freshness, files ------------------------------------------------------------
+
+def test_upload_is_listed_within_two_seconds(host, test_vars, curl, server, ca, uploader, reader):
+    """Copied config: a cached project page hides a new upload for up to 5 minutes."""
+    first, second = version(), version()
+    assert upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-fresh", first), uploader).rc == 0
+    url = f"https://{server}/simple/cheeseshop-fresh/"
+    assert first in body(host, curl, url, reader)
+    assert "x-cache-status: hit" in headers(host, curl, url, reader)  # the page is cached now
+    assert upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-fresh", second), uploader).rc == 0
+    time.sleep(2)  # the promised bound, not a measurement
+    assert second in body(host, curl, url, reader)
+
+
+def test_reader_cannot_upload_through_the_proxy(host, test_vars, server, ca, reader):
+    run = upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-denied", version()), reader)
+    assert run.rc != 0 and "403" in run.stdout + run.stderr, run.stdout + run.stderr
+
+
+def test_100_mb_upload_works(host, test_vars, server, ca, uploader, curl, reader):
+    """Copied config: nginx's default client_max_body_size (1 MB) refuses real wheels.
+
+    100 MiB is PyPI's own default file limit; the request carries form fields on top."""
+    ver = version()
+    path = make_wheel(host, "cheeseshop-big", ver, payload_mb=100)
+    try:
+        run = upload(host, test_vars, server, ca, path, uploader)
+        assert run.rc == 0, run.stdout + run.stderr
+        file_url = first_file_url(host, curl, f"https://{server}/simple/cheeseshop-big/", reader,
+                                  path.rsplit("/", 1)[1])
+        size = host.check_output(f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} -o /dev/null "
+                                 f"-w '%{{size_download}}' {file_url}")
+        assert int(size) == host.file(path).size
+    finally:
+        host.run(f"rm -rf /var/tmp/proxy-{ver}")
+
+
+def test_package_file_headers(host, curl, server, reader):
+    head = headers(host, curl, first_file_url(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader), reader)
+    assert "content-type: application/zip" in head
+    assert "cache-control: private, max-age=31536000, immutable" in head
+    assert "x-cache-status" not in head  # from disk, not through pypiserver
+
+
+# --- Real clients with only the CA ----------------------------------------------------------
+
+def test_pip_and_uv_install_over_https_with_only_the_ca(host, test_vars, server, ca, uploader, reader):
+    ver = version()
+    assert upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-tls", ver), uploader).rc == 0
+    index = f"https://{reader[0]}:{reader[1]}@{server}/simple/"
+    venv = f"/var/tmp/tls-pip-{ver}"
+    host.check_output(f"python3 -m venv {venv}")
+    host.check_output(f"{venv}/bin/pip install --no-cache-dir --cert {ca} --index-url {shlex.quote(index)} "
+                      f"cheeseshop-tls=={ver}")
+    assert host.check_output(f"{venv}/bin/python -c 'import cheeseshop_tls as m; print(m.VERSION)'") == ver
+    uv = f"{test_vars['cheeseshop_test_client_venv']}/bin/uv"
+    uv_venv = f"/var/tmp/tls-uv-{ver}"
+    host.check_output(f"{uv} venv --python /usr/bin/python3 {uv_venv}")
+    # A non-normalised name: pypiserver redirects it, and nginx keeps the redirect on HTTPS.
+    host.check_output(f"SSL_CERT_FILE={ca} VIRTUAL_ENV={uv_venv} {uv} pip install --no-cache "
+                      f"--index-url {shlex.quote(index)} {shlex.quote('Cheeseshop_TLS==' + ver)}")
+    assert host.check_output(f"{uv_venv}/bin/python -c 'import cheeseshop_tls as m; print(m.VERSION)'") == ver
+
+
+def test_redirect_for_unnormalised_name_stays_on_https(host, curl, server, reader):
+    out = host.check_output(f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} -o /dev/null "
+                            f"-w '%{{http_code}} %{{redirect_url}}' https://{server}/simple/Cheeseshop_Probe/")
+    code, location = out.split(" ", 1)
+    assert code in ("301", "303") and location == f"https://{server}/simple/cheeseshop-probe/", out
+
+
+# --- Configuration safety ---------------------------------------------------------------
+
+def test_bad_nginx_value_is_refused_and_the_site_keeps_serving(host, curl, server, reader):
+    rc, output, _ = run_playbook(server, project_playbook("site.yml"), {"nginx_proxy_cache_valid": "soon"})
+    assert rc != 0, output
+    # nginx's own message, from `nginx -t` on the candidate file.
+    assert "invalid time value" in output, output[-3000:]
+    assert status(host, curl, f"https://{server}/simple/", reader) == 200
