@@ -75,7 +75,7 @@ def main_pid(host):
     return int(host.check_output(f"systemctl show --value --property=MainPID {SERVICE}"))
 
 
-def run_playbook(hostname, playbook, extra_vars=None, verbosity=0):
+def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None):
     """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
@@ -87,6 +87,8 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0):
     if verbosity:
         args.append("-" + "v" * verbosity)
     args += ["--vault-password-file", VAULT_PASSWORD_FILE]
+    if tags:
+        args += ["--tags", tags]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(extra_vars or {}, handle)
     try:

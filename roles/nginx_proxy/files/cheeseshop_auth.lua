@@ -1,0 +1,116 @@
+-- Managed by Ansible (cheeseshop.pypi.nginx_proxy): HTTP Basic authentication for nginx
+-- that verifies a password hash once and then remembers the verified credential.
+--
+-- nginx's auth_basic runs crypt() on every request: with bcrypt that is about 50 ms of a
+-- worker each time. Here a credential is verified with libcrypt's crypt() (the same library
+-- auth_basic uses, called through LuaJIT's FFI), then remembered in a shared dictionary:
+--   * keyed by a salted digest of the Authorization header, never by the header itself;
+--   * bound to the current content of the users file: any change to it (a user removed, a
+--     password changed) makes every remembered credential for that file unknown at once.
+--     Each worker re-reads the file at most once a second, so a removal takes effect within
+--     about a second of the file changing, on every path;
+--   * for at most REMEMBER seconds in any case;
+--   * only successes are remembered. Failures are counted per client address, and past
+--     FAIL_LIMIT in FAIL_WINDOW seconds that address gets 429 without any crypt() call, so a
+--     flood of wrong passwords cannot stall the workers.
+local ffi = require("ffi")
+
+ffi.cdef([[ char *crypt(const char *phrase, const char *setting); ]])
+-- Versioned name: a minimal system has no unversioned libcrypt.so (that comes with -dev).
+local libcrypt = ffi.load("libcrypt.so.1")
+
+local M = {
+  REFRESH = 1,
+  REMEMBER = 60,
+  FAIL_LIMIT = 20,
+  FAIL_WINDOW = 60,
+  REALM = "private Python package index",
+}
+
+local shared = ngx.shared.pypi_auth
+local files = {}   -- per worker: path -> { users = {name = hash}, digest = ..., read_at = ... }
+local salt         -- per nginx start, shared by the workers (set in init, before the fork)
+
+function M.init(settings)
+  for key, value in pairs(settings or {}) do
+    M[key] = value
+  end
+  local random = assert(io.open("/dev/urandom", "rb"))
+  salt = random:read(32)
+  random:close()
+end
+
+local function users_of(path)
+  local now = ngx.now()
+  local known = files[path]
+  if known and now - known.read_at < M.REFRESH then
+    return known
+  end
+  local handle = io.open(path, "r")
+  if not handle then
+    return nil
+  end
+  local content = handle:read("*a")
+  handle:close()
+  local digest = ngx.md5(content)
+  if known and known.digest == digest then
+    known.read_at = now
+    return known
+  end
+  local users = {}
+  for line in content:gmatch("[^\r\n]+") do
+    local name, hash = line:match("^([^:#][^:]*):(.+)$")
+    if name then
+      users[name] = hash
+    end
+  end
+  known = { users = users, digest = digest, read_at = now }
+  files[path] = known
+  return known
+end
+
+local function challenge()
+  ngx.header["WWW-Authenticate"] = 'Basic realm="' .. M.REALM .. '"'
+  return ngx.exit(ngx.HTTP_UNAUTHORIZED)
+end
+
+-- The access check for one request against one htpasswd file.
+function M.check(path)
+  local header = ngx.var.http_authorization
+  if not header then
+    return challenge()
+  end
+  local file = users_of(path)
+  if not file then
+    ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", path)
+    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+  end
+  local key = "ok:" .. file.digest .. ngx.sha1_bin(salt .. header)
+  local user = shared:get(key)
+  if user then
+    return
+  end
+  local failures_key = "fail:" .. ngx.var.binary_remote_addr
+  if (shared:get(failures_key) or 0) >= M.FAIL_LIMIT then
+    ngx.header["Retry-After"] = tostring(M.FAIL_WINDOW)
+    return ngx.exit(ngx.HTTP_TOO_MANY_REQUESTS)
+  end
+  local encoded = header:match("^%s*[Bb][Aa][Ss][Ii][Cc]%s+(%S+)%s*$")
+  local decoded = encoded and ngx.decode_base64(encoded)
+  local name, password
+  if decoded then
+    name, password = decoded:match("^([^:]*):(.*)$")
+  end
+  local hash = name and file.users[name]
+  if hash and password and not password:find("\0", 1, true) then
+    local result = libcrypt.crypt(password, hash)
+    if result ~= nil and ffi.string(result) == hash then
+      shared:set(key, name, M.REMEMBER)
+      return
+    end
+  end
+  shared:incr(failures_key, 1, 0, M.FAIL_WINDOW)
+  return challenge()
+end
+
+return M
