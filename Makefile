@@ -55,6 +55,10 @@ build: venv
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-playbook \
 	  -i inventories/example --vault-password-file inventories/example/vault-password.test-only \
 	  --syntax-check cheeseshop.pypi.site cheeseshop.pypi.users
+	# Every module's documentation must parse (ansible-doc exits non-zero when it does not).
+	for module in $(basename $(notdir $(wildcard plugins/modules/*.py))); do \
+	  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-doc cheeseshop.pypi.$$module >/dev/null || exit 1; \
+	done
 
 test: lint unit build docker
 	tools/run-scenarios $(SCENARIOS)
