@@ -192,7 +192,7 @@ class LibCrypt:
     def verify(self, password, stored):
         try:
             return hmac.compare_digest(self.crypt(password, stored), stored)
-        except CryptError:
+        except (CryptError, UnicodeError):  # a damaged or foreign entry never verifies
             return False
 
 
@@ -312,9 +312,9 @@ def write_atomically(path, content, uid, gid, mode):
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as handle:
+            os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
@@ -355,6 +355,8 @@ def run(module, crypt):
             host_problems.append(str(exc))
         if not os.path.isdir(os.path.dirname(spec["path"])):
             host_problems.append("file %r: its directory does not exist" % spec["path"])
+        if os.path.islink(spec["path"]):
+            problems.append("file %r: is a symbolic link; refusing to write through it" % spec["path"])
     # In check mode on a fresh host, earlier tasks have not created the directory and the
     # service groups yet: that is a change to come, not an error.
     if module.check_mode:

@@ -7,6 +7,7 @@ for minutes, and uploads over 1 MB refused.
 """
 import os
 import shlex
+import subprocess
 import time
 from urllib.parse import urljoin
 
@@ -298,6 +299,39 @@ def test_certificate_renewal_reloads_nginx_without_a_restart(host, server):
     assert server_host.check_output("systemctl show --value --property=MainPID nginx") == master
     rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="tls")
     assert rc == 0 and "changed=0" in output, output[-3000:]
+
+
+def test_provided_certificate_is_served_and_its_key_never_printed(host, server, tmp_path):
+    """provided mode: a certificate from another CA, the key from (here) extra vars; then back."""
+    ca_key, ca_crt = tmp_path / "ca.key", tmp_path / "ca.crt"
+    key, csr, crt = tmp_path / "server.key", tmp_path / "server.csr", tmp_path / "server.crt"
+    ext = tmp_path / "ext.cnf"
+    ext.write_text(f"subjectAltName=DNS:{server}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    openssl = ["openssl"]
+    subprocess.run(openssl + ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                              "-keyout", ca_key, "-out", ca_crt, "-days", "2", "-subj", "/CN=provided test CA"],
+                   check=True, capture_output=True)
+    subprocess.run(openssl + ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                              "-keyout", key, "-out", csr, "-subj", f"/CN={server}"], check=True, capture_output=True)
+    subprocess.run(openssl + ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+                              "-out", crt, "-days", "2", "-extfile", ext], check=True, capture_output=True)
+    private_key = key.read_text()
+    try:
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), {
+            "nginx_proxy_tls": "provided", "nginx_proxy_tls_certificate": crt.read_text(),
+            "nginx_proxy_tls_private_key": private_key}, tags="tls")
+        assert rc == 0, output[-3000:]
+        assert private_key.strip().splitlines()[1] not in output
+        host.check_output(f"mkdir -p /var/tmp/provided && echo {shlex.quote(ca_crt.read_text())} > /var/tmp/provided/ca.crt")
+        served = host.run(f"openssl s_client -connect {server}:443 -servername {server} "
+                          f"-CAfile /var/tmp/provided/ca.crt -verify_return_error </dev/null")
+        assert served.rc == 0 and "Verify return code: 0 (ok)" in served.stdout, served.stdout
+    finally:
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="tls")
+    assert rc == 0, output[-3000:]
+    back = host.run(f"openssl s_client -connect {server}:443 -servername {server} "
+                    f"-CAfile {host.ansible.get_variables()['cheeseshop_client_ca']} -verify_return_error </dev/null")
+    assert back.rc == 0, back.stdout
 
 
 # Last in this file: it leaves this client's address barred from new password checks for the

@@ -63,3 +63,10 @@ def test_restarts_after_a_crash(host):
         f"sleep 0.5; done; exit 1"
     )
     assert main_pid(host) not in (0, before)
+
+
+def test_access_log_is_rotated(host):
+    """Debian's nginx rule rotates /var/log/nginx/*.log; logrotate itself is installed by the role."""
+    assert host.package("logrotate").is_installed
+    debug = host.run("logrotate --debug /etc/logrotate.d/nginx")
+    assert "/var/log/nginx/pypi-access.log" in debug.stdout + debug.stderr, debug.stdout + debug.stderr

@@ -27,6 +27,10 @@ local M = {
   REALM = "private Python package index",
 }
 
+-- Checked when the name is unknown, so that a wrong name costs what a wrong password costs and
+-- the time of an answer does not tell which names exist. No password gives this hash.
+local DUMMY_HASH = "$2b$10$OcDymhgO6KN35LqkEHFSpuN4i9nNRMn3CjqKv5prUbTRtOXKwAJlm"
+
 local shared = ngx.shared.pypi_auth
 local files = {}   -- per worker: path -> { users = {name = hash}, digest = ..., read_at = ... }
 local salt         -- per nginx start, shared by the workers (set in init, before the fork)
@@ -102,9 +106,9 @@ function M.check(path)
     name, password = decoded:match("^([^:]*):(.*)$")
   end
   local hash = name and file.users[name]
-  if hash and password and not password:find("\0", 1, true) then
-    local result = libcrypt.crypt(password, hash)
-    if result ~= nil and ffi.string(result) == hash then
+  if password and not password:find("\0", 1, true) then
+    local result = libcrypt.crypt(password, hash or DUMMY_HASH)
+    if hash and result ~= nil and ffi.string(result) == hash then
       shared:set(key, name, M.REMEMBER)
       return
     end

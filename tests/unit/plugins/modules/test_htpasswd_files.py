@@ -186,3 +186,21 @@ def test_check_mode_on_a_fresh_host_reports_instead_of_failing(tmp_path, crypt):
     assert result["changed"] and result["files"][0]["added"] == ["alice"]
     assert any("does not exist" in w for w in warnings)
     assert not path.parent.exists()
+
+
+def test_damaged_entry_never_verifies_and_is_replaced(tmp_path, crypt):
+    path = tmp_path / "f"
+    path.write_text("alice:$6$s\u00e9lt$" + "a" * 86 + "\n")
+    result = mod.run(FakeModule(scheme="sha512_crypt", users=[user("alice", "pw")], files=[spec(path, ["alice"])]),
+                     crypt)
+    assert result["files"][0]["updated"] == ["alice"]
+    assert crypt.verify("pw", mod.parse(path.read_text())["alice"])
+
+
+def test_symlinked_file_is_refused(tmp_path, crypt):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep:me\n")
+    (tmp_path / "f").symlink_to(target)
+    with pytest.raises(AssertionError, match="symbolic link"):
+        mod.run(FakeModule(users=[user("alice")], files=[spec(tmp_path / "f", ["alice"])]), crypt)
+    assert target.read_text() == "keep:me\n"
