@@ -9,11 +9,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCENARIOS ?= $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
 
-.PHONY: help venv docker lint unit build test scenario demo demo-down lock clean
+.PHONY: help venv docker lint unit build test scenario demo demo-down bench lock clean
 
 help:
 	@echo "make demo       bring up a local private index in a container and print how to use it"
 	@echo "make demo-down  remove the demo container"
+	@echo "make bench      benchmark the demo stack against nginx's static ceiling (not a test)"
 	@echo "make test       lint, unit tests, build the collection, run every molecule scenario ($(SCENARIOS))"
 	@echo "make scenario S=debian13   one molecule scenario"
 	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults"
@@ -72,6 +73,11 @@ demo: venv docker
 
 demo-down: venv
 	$(BIN)/molecule destroy -s demo
+
+# Outside the test run: fills the demo's index and compares the stack with nginx serving the
+# same bytes statically, in one run. BENCH_ARGS="--projects 500" for a quicker look.
+bench: demo
+	tools/bench $(BENCH_ARGS)
 
 # Re-resolve requirements-dev.txt from requirements-dev.in (needs the package index).
 lock:
