@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{8,17}$")
 ATTACH_NAME_RE = re.compile(r"^/dev/(sd|xvd)([a-z]{1,2})$")
@@ -37,17 +38,85 @@ def resolve(root, path):
     return _unroot(root, os.path.realpath(_path(root, path)))
 
 
+def sys_name(root, dev):
+    """The kernel's name for a device node, or None when sysfs knows no block device behind it.
+
+    Usually the node's own name. A node made under another name (a container started with
+    --device /dev/loop5:/dev/xvdf) is matched by its device number instead.
+    """
+    name = os.path.basename(dev)
+    if os.path.exists(_path(root, "/sys/class/block/" + name)):
+        return name
+    try:
+        info = os.stat(_path(root, dev))
+    except OSError:
+        return None
+    if not stat.S_ISBLK(info.st_mode):
+        return None
+    number = "%d:%d" % (os.major(info.st_rdev), os.minor(info.st_rdev))
+    target = os.path.realpath(_path(root, "/sys/dev/block/" + number))
+    return os.path.basename(target) if os.path.exists(target) else None
+
+
 def is_block_device_name(root, dev):
-    """True when /sys/class/block knows the device (a disk or partition, loop devices too)."""
-    return os.path.exists(_path(root, "/sys/class/block/" + os.path.basename(dev)))
+    """True when sysfs knows the device (a disk or partition, loop devices too)."""
+    return sys_name(root, dev) is not None
+
+
+def _sys_attribute(root, dev, attribute):
+    name = sys_name(root, dev)
+    if name is None:
+        return None
+    try:
+        with open(_path(root, "/sys/class/block/%s/%s" % (name, attribute))) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 def size_bytes(root, dev):
     try:
-        with open(_path(root, "/sys/class/block/%s/size" % os.path.basename(dev))) as handle:
-            return int(handle.read().strip()) * 512
-    except (OSError, ValueError):
+        return int(_sys_attribute(root, dev, "size")) * 512
+    except (TypeError, ValueError):
         return None
+
+
+def device_number(root, dev):
+    """The device number, as sysfs and /proc/self/mountinfo write it ("7:5")."""
+    return _sys_attribute(root, dev, "dev")
+
+
+def _unescape(field):
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def mounts(root):
+    """[(major:minor, mount point)] of every mount this process sees."""
+    found = []
+    with open(_path(root, "/proc/self/mountinfo")) as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) > 4:
+                found.append((fields[2], _unescape(fields[4])))
+    return found
+
+
+def mounted_at(root, dev):
+    """Every mount point of the device."""
+    number = device_number(root, dev)
+    return [path for found, path in mounts(root) if number and found == number]
+
+
+def mount_point_state(root, mount_point):
+    """(device number mounted at the path or "", up to 20 names a mount there would hide)."""
+    mount_point = os.path.normpath(mount_point)
+    there = [number for number, path in mounts(root) if path == mount_point]
+    if there:
+        # Mounts stack: the last one listed is the one in effect.
+        return there[-1], []
+    directory = _path(root, mount_point)
+    return "", sorted(os.listdir(directory))[:20] if os.path.isdir(directory) else []
 
 
 def human_size(size):

@@ -27,6 +27,11 @@ options:
     description: EBS volume id, attach-time name or device path.
     type: str
     required: true
+  mount_point:
+    description:
+      - The directory the device is meant to be mounted at. When given, the module also says
+        what is mounted there now and, when nothing is, what the directory holds.
+    type: path
   root:
     description: Root of the /dev and /sys trees to look in (for tests); C(/) on a real host.
     type: path
@@ -74,6 +79,24 @@ usage:
   description: What blkid says the signature is (filesystem, raid, crypto or other).
   returned: success
   type: str
+mounted_at:
+  description: Every place the device is mounted now.
+  returned: success
+  type: list
+  elements: str
+  sample: [/srv/pypi]
+mount_point_device:
+  description: Device number (C(major:minor)) of what is mounted at O(mount_point); empty when
+    nothing is mounted there.
+  returned: when O(mount_point) is given
+  type: str
+  sample: "259:1"
+mount_point_entries:
+  description: Up to 20 names inside O(mount_point) when nothing is mounted there (files that a
+    mount would hide); empty when it is a mount point or does not exist.
+  returned: when O(mount_point) is given
+  type: list
+  elements: str
 """
 
 import os
@@ -109,6 +132,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             device=dict(type="str", required=True),
+            mount_point=dict(type="path"),
             root=dict(type="path", default="/"),
         ),
         supports_check_mode=True,
@@ -122,6 +146,10 @@ def main():
     # Test trees (another root) stand regular files in for device nodes.
     readable(module, node, block_only=root == "/")
     found = probe(module, node)
+    extra = {}
+    if module.params["mount_point"]:
+        number, entries = block_device.mount_point_state(root, module.params["mount_point"])
+        extra = dict(mount_point_device=number, mount_point_entries=entries)
     module.exit_json(
         changed=False,
         device=device,
@@ -131,6 +159,8 @@ def main():
         uuid=found.get("UUID", ""),
         pttype=found.get("PTTYPE", ""),
         usage=found.get("USAGE", ""),
+        mounted_at=block_device.mounted_at(root, device),
+        **extra
     )
 
 

@@ -109,3 +109,54 @@ def test_link_to_a_file_named_like_a_disk_is_refused(tmp_path):
     link(tmp_path, "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc123def4567890", "/dev/shm/sdb")
     with pytest.raises(bd.LookupError_, match="not a block device"):
         bd.find(str(tmp_path), VOL)
+
+
+def mountinfo(root, *lines):
+    path = root / "proc" / "self" / "mountinfo"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_device_number_and_where_it_is_mounted(tmp_path):
+    disk(tmp_path, "nvme1n1")
+    (tmp_path / "sys/class/block/nvme1n1/dev").write_text("259:1\n")
+    mountinfo(
+        tmp_path,
+        "22 1 259:0 / / rw,relatime - ext4 /dev/nvme0n1p1 rw",
+        r"40 22 259:1 / /srv/pypi\040data rw,noatime - ext4 /dev/nvme1n1 rw",
+        "41 22 259:1 / /mnt rw,noatime - ext4 /dev/nvme1n1 rw",
+    )
+    assert bd.device_number(str(tmp_path), "/dev/nvme1n1") == "259:1"
+    assert bd.mounted_at(str(tmp_path), "/dev/nvme1n1") == ["/srv/pypi data", "/mnt"]
+
+
+def test_mount_point_state_says_what_a_mount_would_hide(tmp_path):
+    mountinfo(tmp_path, "22 1 259:0 / / rw - ext4 /dev/root rw", "40 22 7:5 / /srv/pypi rw - ext4 /dev/loop5 rw",
+              "41 22 7:6 / /srv/pypi rw - xfs /dev/loop6 rw")
+    # Stacked mounts: the last one is in effect.
+    assert bd.mount_point_state(str(tmp_path), "/srv/pypi/") == ("7:6", [])
+    (tmp_path / "srv/other/packages").mkdir(parents=True)
+    assert bd.mount_point_state(str(tmp_path), "/srv/other") == ("", ["packages"])
+    assert bd.mount_point_state(str(tmp_path), "/srv/none") == ("", [])
+
+
+def test_renamed_node_is_found_by_its_device_number(tmp_path, monkeypatch):
+    """docker run --device /dev/loop5:/dev/xvdf: no /sys/class/block/xvdf, but 7:5 is loop5."""
+    disk(tmp_path, "loop5", 1)
+    (tmp_path / "sys/class/block/loop5/dev").write_text("7:5\n")
+    link(tmp_path, "/sys/dev/block/7:5", "/sys/class/block/loop5")
+    (tmp_path / "dev/xvdf").write_text("")
+    real_stat = os.stat
+
+    def fake_stat(path, *args, **kwargs):
+        if str(path).endswith("/dev/xvdf"):
+            return os.stat_result((0o60600, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(bd.os, "stat", fake_stat)
+    monkeypatch.setattr(bd.os, "major", lambda number: 7)
+    monkeypatch.setattr(bd.os, "minor", lambda number: 5)
+    assert bd.sys_name(str(tmp_path), "/dev/xvdf") == "loop5"
+    assert bd.find(str(tmp_path), "/dev/sdf") == ("/dev/xvdf", "attach name, as /dev/xvdf")
+    assert bd.size_bytes(str(tmp_path), "/dev/xvdf") == 2 ** 30
+    assert bd.device_number(str(tmp_path), "/dev/xvdf") == "7:5"
