@@ -334,6 +334,53 @@ def test_provided_certificate_is_served_and_its_key_never_printed(host, server, 
     assert back.rc == 0, back.stdout
 
 
+ACME_NAME = "pypi.cheeseshop.test"
+
+
+def served_issuer_and_serial(host, name):
+    return host.check_output(f"openssl s_client -connect {name}:443 -servername {name} </dev/null 2>/dev/null "
+                             "| openssl x509 -noout -issuer -serial")
+
+
+def test_acme_certificate_from_a_real_acme_ca(host, server):
+    """acme mode against pebble (a real ACME server, on this client): the certificate is ordered
+    with HTTP-01 challenges that nginx serves, verifies against pebble's root, no challenge is
+    left behind, a rerun orders nothing, a renewal window reaching past its expiry renews it
+    with a reload, not a restart; then the local CA's certificate comes back."""
+    client = host.backend.get_hostname()
+    acme = {"nginx_proxy_tls": "acme", "nginx_proxy_server_name": ACME_NAME,
+            "nginx_proxy_acme_directory": f"https://{client}:14000/dir", "nginx_proxy_acme_terms_agreed": True}
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    master = server_host.check_output("systemctl show --value --property=MainPID nginx")
+    try:
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), acme, tags="tls")
+        assert rc == 0, output[-3000:]
+        # pebble makes a new root at every start and hands it out on its management port.
+        host.check_output(f"curl -sf --cacert /etc/pebble/listener.crt https://{client}:15000/roots/0 "
+                          "-o /var/tmp/pebble-root.pem")
+        verified = host.run(f"curl -sf -o /dev/null --cacert /var/tmp/pebble-root.pem https://{ACME_NAME}/health")
+        assert verified.rc == 0, verified.stderr
+        first = served_issuer_and_serial(host, ACME_NAME)
+        assert "Pebble" in first
+        assert not server_host.file("/var/lib/cheeseshop-acme/.well-known/acme-challenge").exists
+
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), acme, tags="tls")
+        assert rc == 0 and "changed=0" in output, output[-3000:]
+
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"),
+                                     {**acme, "nginx_proxy_tls_renew_days": 36500}, tags="tls")
+        assert rc == 0, output[-3000:]
+        renewed = served_issuer_and_serial(host, ACME_NAME)
+        assert "Pebble" in renewed and renewed != first
+        assert server_host.check_output("systemctl show --value --property=MainPID nginx") == master
+    finally:
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="tls")
+    assert rc == 0, output[-3000:]
+    back = host.run(f"openssl s_client -connect {server}:443 -servername {server} "
+                    f"-CAfile {host.ansible.get_variables()['cheeseshop_client_ca']} -verify_return_error </dev/null")
+    assert back.rc == 0, back.stdout
+
+
 # Last in this file: it leaves this client's address barred from new password checks for the
 # failure window (60 s); credentials nginx already verified keep working, as asserted here.
 def test_wrong_password_flood_is_cut_off_without_locking_out_known_users(host, curl, server, reader):
