@@ -5,6 +5,7 @@ Every test leaves the host as it found it: packages on /dev/xvdf, mounted at /sr
 """
 import json
 import os
+import shlex
 import subprocess
 import time
 
@@ -181,8 +182,12 @@ def test_restarted_host_mounts_the_volume_and_serves_from_it(host, name):
     assert host.check_output(f"ls {PACKAGES}").split() == files
 
 
-def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, loops):
+def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, loops, credentials):
     data = loops["data"]
+    wheel = host.check_output(f"ls {PACKAGES}").split()[0]
+    auth = "-u " + shlex.quote("molecule-reader:" + credentials["molecule-reader"])
+    fetch = f"curl -s -k {auth} -o /dev/null -w '%{{http_code}}' https://127.0.0.1/packages/{wheel}"
+    assert host.check_output(fetch) == "200"
     docker("stop", name)
     subprocess.run(["losetup", "--detach", data["device"]], check=True)
     try:
@@ -193,6 +198,10 @@ def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, l
         assert not host.service("pypiserver").is_running
         # Nothing was written into the bare mount point on the root disk.
         assert host.check_output(f"ls -A {DATA_ROOT}") == ""
+        # nginx says why a file it listed cannot be had, rather than 404.
+        assert host.check_output(fetch) == "503"
+        said = host.check_output(f"curl -s -k {auth} https://127.0.0.1/packages/none.whl")
+        assert said.startswith("503 The package files are unavailable: the data volume is not mounted"), said
     finally:
         docker("stop", name)
         subprocess.run(["losetup", data["device"], data["file"]], check=True)
@@ -200,3 +209,7 @@ def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, l
     wait_for_boot(host)
     assert source_of(host, DATA_ROOT) == DATA
     wait_for_index(host)
+    assert host.check_output(fetch) == "200"
+    # With the volume back, a file that is not there is a plain 404, not cached as immutable.
+    missing = host.check_output(f"curl -s -k {auth} -D - -o /dev/null https://127.0.0.1/packages/none.whl")
+    assert missing.startswith("HTTP/2 404") and "immutable" not in missing, missing
