@@ -1,0 +1,68 @@
+"""Unit tests of the index layout filters: the defaults every role relies on, and each problem."""
+import pytest
+
+from ansible_collections.cheeseshop.pypi.plugins.filter.indexes import index_layout, index_problems
+
+PACKAGES = "/srv/pypi/packages"
+INDEXES = "/srv/pypi/indexes"
+PORT = 8080
+
+
+def layout(indexes):
+    return index_layout(indexes, PACKAGES, INDEXES, PORT)
+
+
+def test_main_alone_keeps_the_single_index_layout():
+    assert layout([{"name": "main"}]) == [{
+        "name": "main", "path": "/", "port": 8080, "packages_dir": PACKAGES,
+        "read": "authenticated", "upload": "authenticated",
+    }]
+
+
+def test_other_indexes_get_their_own_path_port_and_directory():
+    result = layout([{"name": "public", "read": "anonymous", "upload": ["bot"]}, {"name": "customer-a"}])
+    assert [(i["path"], i["port"], i["packages_dir"]) for i in result] == [
+        ("/public/", 8080, "/srv/pypi/indexes/public"),
+        ("/customer-a/", 8081, "/srv/pypi/indexes/customer-a"),
+    ]
+    assert result[0]["read"] == "anonymous" and result[0]["upload"] == ["bot"]
+    assert index_problems(result) == []
+
+
+@pytest.mark.parametrize("given,normalised", [("private/customer-a", "/private/customer-a/"),
+                                              ("/private/customer-a", "/private/customer-a/"),
+                                              ("/", "/")])
+def test_paths_are_normalised(given, normalised):
+    assert layout([{"name": "x", "path": given}])[0]["path"] == normalised
+
+
+def test_explicit_port_and_directory_win():
+    result = layout([{"name": "main", "path": "/main/", "port": 9000, "packages_dir": "/data/main/"}])
+    assert (result[0]["path"], result[0]["port"], result[0]["packages_dir"]) == ("/main/", 9000, "/data/main")
+
+
+@pytest.mark.parametrize("indexes,expected", [
+    ([], "is empty"),
+    ([{"name": "Public"}], "'Public' is not valid"),
+    ([{"name": "a/b"}], "'a/b' is not valid"),
+    ([{"name": "a"}, {"name": "a", "path": "/b/"}], "'a' is used by more than one index"),
+    ([{"name": "a", "path": "/x/"}, {"name": "b", "path": "x"}], "have the same path '/x/'"),
+    ([{"name": "main"}, {"name": "public"}], "overlapping paths '/' and '/public/'"),
+    ([{"name": "a", "path": "/private/"}, {"name": "b", "path": "/private/b/"}], "overlapping paths"),
+    ([{"name": "a", "path": "/x/../y/"}], "a path is made of segments"),
+    ([{"name": "a", "path": "/x y/"}], "a path is made of segments"),
+    ([{"name": "a", "port": 80}], "port 80"),
+    ([{"name": "a", "port": "8080"}], "port '8080'"),
+    ([{"name": "a", "port": 9000}, {"name": "b", "port": 9000}], "have the same port 9000"),
+    ([{"name": "a", "packages_dir": "/d"}, {"name": "b", "packages_dir": "/d/"}], "have the same packages_dir"),
+    ([{"name": "a", "packages_dir": "/d"}, {"name": "b", "packages_dir": "/d/b"}], "nested packages directories"),
+    ([{"name": "a", "packages_dir": "relative"}], "use an absolute path"),
+    ([{"name": "a", "packages_dir": "/srv/../etc"}], "use an absolute path"),
+])
+def test_each_problem_is_named(indexes, expected):
+    problems = index_problems(layout(indexes))
+    assert any(expected in p for p in problems), problems
+
+
+def test_sibling_directories_with_a_common_prefix_are_not_nested():
+    assert index_problems(layout([{"name": "a", "packages_dir": "/d/a"}, {"name": "ab", "packages_dir": "/d/ab"}])) == []
