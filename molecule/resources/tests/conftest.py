@@ -5,12 +5,13 @@ import shlex
 import subprocess
 import tempfile
 import time
+from urllib.parse import urljoin
 
 import pytest
 import yaml
 
 INDEX = "http://127.0.0.1:8080"
-SERVICE = "pypiserver"
+SERVICE = "pypiserver@main"
 PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 # TEST-ONLY vault password; the scenarios keep their users in vault like operators do.
 VAULT_PASSWORD_FILE = os.path.join(PROJECT, "inventories", "example", "vault-password.test-only")
@@ -18,6 +19,26 @@ GROUP_VARS_DIR = os.path.join(PROJECT, "molecule", "resources", "inventory", "gr
 VAULT_FILE = os.path.join(GROUP_VARS_DIR, "vault.yml")
 GROUP_VARS = os.path.join(GROUP_VARS_DIR, "main.yml")
 USERS_DIR = "/etc/pypi-users"
+# Test files that belong to some scenarios only. Every other file checks the single index at
+# "/" and runs in every scenario that has one (not in those listing several indexes).
+ONLY_IN = {"test_indexes": {"indexes"}, "test_upgrade": {"default"}}
+SEVERAL_INDEXES_SCENARIOS = {"indexes"}
+
+
+def _applies_here(filename):
+    scenario = os.environ.get("MOLECULE_SCENARIO_NAME")
+    for prefix, scenarios in ONLY_IN.items():
+        if filename.startswith(prefix):
+            return scenario in scenarios
+    return scenario not in SEVERAL_INDEXES_SCENARIOS
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the tests of files that do not fit this scenario (molecule names every file)."""
+    other = [item for item in items if not _applies_here(item.path.name)]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if _applies_here(item.path.name)]
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +92,26 @@ def http_status(host, path, method="GET"):
     return int(host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} {INDEX}{path}"))
 
 
+def unit_state(host):
+    """Checksum and time of every pypiserver unit file and of nginx.conf: what a refused run must
+    leave alone."""
+    return host.check_output(
+        "find /etc/systemd/system /etc/nginx/nginx.conf -path '*pypiserver*' -o -name nginx.conf "
+        "| sort | xargs -r stat -c '%n %Y %s' && find /etc/systemd/system -path '*pypiserver*' -type f "
+        "| sort | xargs -r sha256sum"
+    )
+
+
 def main_pid(host):
     return int(host.check_output(f"systemctl show --value --property=MainPID {SERVICE}"))
 
 
-def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None):
+def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, collections_path=None):
     """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
     extra_vars go through a 0600 temporary file, so test passwords never reach a command line.
+    collections_path points at another build of the collection (an earlier release, say).
     Returns (returncode, combined output, seconds).
     """
     args = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
@@ -93,7 +125,8 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None):
         json.dump(extra_vars or {}, handle)
     try:
         args += ["-e", "@" + handle.name, playbook]
-        env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": os.path.join(PROJECT, ".ansible", "collections")}
+        env = {**os.environ, "ANSIBLE_PIPELINING": "true",
+               "ANSIBLE_COLLECTIONS_PATH": collections_path or os.path.join(PROJECT, ".ansible", "collections")}
         env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
         start = time.monotonic()
         run = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
@@ -104,3 +137,65 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None):
 
 def project_playbook(name):
     return os.path.join(PROJECT, "playbooks", name)
+
+
+# --- Clients over HTTPS: what the wire tests (on the client container) use ---------------
+
+@pytest.fixture(scope="module")
+def server(test_vars):
+    """The index's host name, as clients on the scenario's network reach it."""
+    return test_vars["groups"]["pypi_servers"][0]
+
+
+@pytest.fixture(scope="module")
+def ca(test_vars):
+    return test_vars["cheeseshop_client_ca"]
+
+
+@pytest.fixture(scope="module")
+def curl(ca):
+    """curl trusting only the index's CA: status, headers or body of one request."""
+    return f"curl -s --cacert {ca}"
+
+
+def _auth(user):
+    return f"-u {shlex.quote(user[0] + ':' + user[1])} " if user else ""
+
+
+def status(host, curl, url, user=None, extra=""):
+    return int(host.check_output(f"{curl} {_auth(user)}{extra} -o /dev/null -w '%{{http_code}}' {shlex.quote(url)}"))
+
+
+def headers(host, curl, url, user=None, extra=""):
+    return host.check_output(f"{curl} {_auth(user)}{extra} -D - -o /dev/null {shlex.quote(url)}").lower()
+
+
+def body(host, curl, url, user=None):
+    return host.check_output(f"{curl} {_auth(user)}{shlex.quote(url)}")
+
+
+def first_file_url(host, curl, page, user=None, filename=""):
+    """The first file a project page links to (with that file name, if given), resolved as a
+    client resolves it."""
+    hrefs = [h.split('"', 1)[0].split("#", 1)[0] for h in body(host, curl, page, user).split('href="')[1:]]
+    return urljoin(page, next(h for h in hrefs if h.endswith("/" + filename) or not filename))
+
+
+def client_wheel(host, name, version, payload_mb=0):
+    """Build a wheel on the client; returns its path."""
+    env = f"PAYLOAD_MB={payload_mb} " if payload_mb else ""
+    return host.check_output(f"{env}/usr/local/bin/make_wheel.py {name} {version} /var/tmp/proxy-{version}")
+
+
+def https_upload(host, test_vars, server, ca, path, user, index_path="/"):
+    """twine upload over HTTPS to the index at index_path, trusting only the index's CA."""
+    return host.run(
+        f"TWINE_USERNAME={shlex.quote(user[0])} TWINE_PASSWORD={shlex.quote(user[1])} "
+        f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive "
+        f"--disable-progress-bar --cert {ca} --repository-url https://{server}{index_path} {shlex.quote(path)}"
+    )
+
+
+def version():
+    """A version no earlier run used, so reruns never collide with stored files."""
+    return f"3.0.{time.time_ns() // 1000}"

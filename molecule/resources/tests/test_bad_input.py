@@ -1,13 +1,13 @@
 """Bad input fails before anything changes, with a message that names the variable.
 
 These run the site playbook the way users do, from the controller, against this scenario's
-inventory, and check that the host's unit file did not change.
+inventory, and check that the host's units did not change.
 """
 import json
 
 import pytest
 
-from conftest import SERVICE, project_playbook, run_playbook
+from conftest import project_playbook, run_playbook, unit_state
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -23,10 +23,9 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("extra_vars,named", BAD_INPUTS, ids=[n for _, n in BAD_INPUTS])
 def test_bad_value_is_refused_before_any_change(host, extra_vars, named):
-    unit = host.file(f"/etc/systemd/system/{SERVICE}.service")
-    before = (unit.sha256sum, unit.mtime)
+    before = unit_state(host)
     rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("site.yml"), json.loads(extra_vars))
     assert rc != 0, output
     assert named in output, output
     assert "changed=0" in output, output
-    assert (unit.sha256sum, unit.mtime) == before
+    assert unit_state(host) == before

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import INDEX, http_status, project_playbook, run_playbook, twine_upload
+from conftest import INDEX, SERVICE, http_status, project_playbook, run_playbook, twine_upload
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -177,7 +177,7 @@ def test_restarted_host_mounts_the_volume_and_serves_from_it(host, name):
     docker("restart", name)
     wait_for_boot(host)
     assert source_of(host, DATA_ROOT) == DATA
-    assert host.service("pypiserver").is_running
+    assert host.service(SERVICE).is_running
     wait_for_index(host)
     assert host.check_output(f"ls {PACKAGES}").split() == files
 
@@ -195,7 +195,7 @@ def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, l
         wait_for_boot(host)
         assert source_of(host, DATA_ROOT) is None
         assert host.run("systemctl is-failed srv-pypi.mount").stdout.strip() == "failed"
-        assert not host.service("pypiserver").is_running
+        assert not host.service(SERVICE).is_running
         # Nothing was written into the bare mount point on the root disk.
         assert host.check_output(f"ls -A {DATA_ROOT}") == ""
         # nginx says why a file it listed cannot be had, rather than 404.

@@ -10,50 +10,13 @@ import re
 import shlex
 import subprocess
 import time
-from urllib.parse import urljoin
 
 import pytest
 
-from conftest import run_playbook, project_playbook
+from conftest import (body, client_wheel as make_wheel, first_file_url, headers, https_upload as upload,
+                      project_playbook, run_playbook, status, version)
 
 testinfra_hosts = ["ansible://clients"]
-
-
-@pytest.fixture(scope="module")
-def server(test_vars):
-    return test_vars["groups"]["pypi_servers"][0]
-
-
-@pytest.fixture(scope="module")
-def ca(test_vars):
-    return test_vars["cheeseshop_client_ca"]
-
-
-@pytest.fixture(scope="module")
-def curl(ca):
-    """curl trusting only the index's CA: status, headers or body of one request."""
-    return f"curl -s --cacert {ca}"
-
-
-def status(host, curl, url, user=None, extra=""):
-    auth = f"-u {shlex.quote(user[0] + ':' + user[1])} " if user else ""
-    return int(host.check_output(f"{curl} {auth}{extra} -o /dev/null -w '%{{http_code}}' {shlex.quote(url)}"))
-
-
-def headers(host, curl, url, user=None, extra=""):
-    auth = f"-u {shlex.quote(user[0] + ':' + user[1])} " if user else ""
-    return host.check_output(f"{curl} {auth}{extra} -D - -o /dev/null {shlex.quote(url)}").lower()
-
-
-def body(host, curl, url, user):
-    return host.check_output(f"{curl} -u {shlex.quote(user[0] + ':' + user[1])} {shlex.quote(url)}")
-
-
-def first_file_url(host, curl, page, user, filename=""):
-    """The first file a project page links to (with that file name, if given), resolved as a
-    client resolves it."""
-    hrefs = [h.split('"', 1)[0].split("#", 1)[0] for h in body(host, curl, page, user).split('href="')[1:]]
-    return urljoin(page, next(h for h in hrefs if h.endswith("/" + filename) or not filename))
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +27,6 @@ def reader(credentials):
 @pytest.fixture(scope="module")
 def uploader(credentials):
     return ("molecule-uploader", credentials["molecule-uploader"])
-
-
-def make_wheel(host, name, version, payload_mb=0):
-    env = f"PAYLOAD_MB={payload_mb} " if payload_mb else ""
-    return host.check_output(f"{env}/usr/local/bin/make_wheel.py {name} {version} /var/tmp/proxy-{version}")
-
-
-def upload(host, test_vars, server, ca, path, user):
-    return host.run(
-        f"TWINE_USERNAME={shlex.quote(user[0])} TWINE_PASSWORD={shlex.quote(user[1])} "
-        f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive "
-        f"--disable-progress-bar --cert {ca} --repository-url https://{server}/ {shlex.quote(path)}"
-    )
-
-
-def version():
-    return f"3.0.{time.time_ns() // 1000}"
 
 
 # --- Transport -------------------------------------------------------------------------
@@ -282,6 +228,15 @@ def test_reader_added_changed_and_removed_over_https(host, test_vars, curl, serv
 
 # --- Certificate renewal ------------------------------------------------------------------
 
+def restore_scenario_tls(host, server):
+    """Back to the scenario's own TLS settings: the CA the clients hold verifies again."""
+    rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="tls")
+    assert rc == 0, output[-3000:]
+    back = host.run(f"openssl s_client -connect {server}:443 -servername {server} "
+                    f"-CAfile {host.ansible.get_variables()['cheeseshop_client_ca']} -verify_return_error </dev/null")
+    assert back.rc == 0, back.stdout
+
+
 def served_serial(host, server):
     return host.check_output(f"openssl s_client -connect {server}:443 -servername {server} </dev/null "
                              f"2>/dev/null | openssl x509 -noout -serial")
@@ -329,11 +284,7 @@ def test_provided_certificate_is_served_and_its_key_never_printed(host, server, 
                           f"-CAfile /var/tmp/provided/ca.crt -verify_return_error </dev/null")
         assert served.rc == 0 and "Verify return code: 0 (ok)" in served.stdout, served.stdout
     finally:
-        rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="tls")
-    assert rc == 0, output[-3000:]
-    back = host.run(f"openssl s_client -connect {server}:443 -servername {server} "
-                    f"-CAfile {host.ansible.get_variables()['cheeseshop_client_ca']} -verify_return_error </dev/null")
-    assert back.rc == 0, back.stdout
+        restore_scenario_tls(host, server)
 
 
 def test_pypiserver_down_stale_pages_and_files_are_served_the_rest_a_clear_503(host, curl, server, reader):
@@ -342,7 +293,7 @@ def test_pypiserver_down_stale_pages_and_files_are_served_the_rest_a_clear_503(h
     server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     page = f"https://{server}/simple/cheeseshop-probe/"
     file_url = first_file_url(host, curl, page, reader)
-    server_host.check_output("systemctl stop pypiserver")
+    server_host.check_output("systemctl stop pypiserver@main")
     try:
         time.sleep(10.5)  # past the page cache's 10 s (the default): what comes now is stale
         # With pypiserver stopped a 200 can only come from the cache: STALE, UPDATING or HIT (CI saw
@@ -358,7 +309,7 @@ def test_pypiserver_down_stale_pages_and_files_are_served_the_rest_a_clear_503(h
         assert "retry-after: 30" in answer.stdout.lower() and "pypiserver is not answering" in answer.stdout
         assert status(host, curl, f"https://{server}/health") == 503  # what a load balancer sees
     finally:
-        server_host.check_output("systemctl start pypiserver")
+        server_host.check_output("systemctl start pypiserver@main")
     for _ in range(50):
         if status(host, curl, f"https://{server}/health") == 200:
             break
@@ -406,11 +357,7 @@ def test_acme_certificate_from_a_real_acme_ca(host, server):
         assert "Pebble" in renewed and renewed != first
         assert server_host.check_output("systemctl show --value --property=MainPID nginx") == master
     finally:
-        rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="tls")
-    assert rc == 0, output[-3000:]
-    back = host.run(f"openssl s_client -connect {server}:443 -servername {server} "
-                    f"-CAfile {host.ansible.get_variables()['cheeseshop_client_ca']} -verify_return_error </dev/null")
-    assert back.rc == 0, back.stdout
+        restore_scenario_tls(host, server)
 
 
 # Last in this file: it leaves this client's address barred from new password checks for the

@@ -1,0 +1,140 @@
+"""Several indexes behind one nginx, from the client container: who may list, download and
+upload where, with real pip, uv and twine over HTTPS (molecule/indexes's inventory).
+
+public (/public/) is read by anyone and written by release-bot; customer-a
+(/private/customer-a/) is read by customer-a-dev and customer-a-ci and written by
+customer-a-dev; customer-b (/private/customer-b/) belongs to customer-b-dev.
+"""
+import shlex
+
+import pytest
+
+from conftest import body, client_wheel, first_file_url, headers, https_upload, status, version
+
+testinfra_hosts = ["ansible://clients"]
+
+PATHS = {"public": "/public/", "customer-a": "/private/customer-a/", "customer-b": "/private/customer-b/"}
+UPLOADER = {"public": "release-bot", "customer-a": "customer-a-dev", "customer-b": "customer-b-dev"}
+
+
+@pytest.fixture(scope="module")
+def user(credentials):
+    return lambda name: (name, credentials[name])
+
+
+@pytest.fixture(scope="module")
+def published(host, test_vars, server, ca, user):
+    """One fresh package in each index, uploaded by its uploader with twine over HTTPS."""
+    projects = {}
+    for index, path in PATHS.items():
+        project, ver = f"cheeseshop-{index}", version()
+        run = https_upload(host, test_vars, server, ca, client_wheel(host, project, ver), user(UPLOADER[index]), path)
+        assert run.rc == 0, run.stdout + run.stderr
+        projects[index] = (project, ver)
+    return projects
+
+
+def page(server, index, project=""):
+    return f"https://{server}{PATHS[index]}simple/{project + '/' if project else ''}"
+
+
+def test_anonymous_reads_public_and_nothing_else(host, curl, server, published):
+    project, _ = published["public"]
+    assert status(host, curl, page(server, "public", project)) == 200
+    assert status(host, curl, first_file_url(host, curl, page(server, "public", project))) == 200
+    for index in ("customer-a", "customer-b"):
+        assert status(host, curl, page(server, index)) == 401
+        assert status(host, curl, page(server, index, published[index][0])) == 401
+        file_path = f"https://{server}{PATHS[index]}packages/{published[index][0].replace('-', '_')}-{published[index][1]}-py3-none-any.whl"
+        assert status(host, curl, file_path) == 401
+    # Outside the indexes' paths there is nothing, and the answer names no index.
+    for path in ("/", "/simple/", "/private/", "/packages/"):
+        assert status(host, curl, f"https://{server}{path}") == 404
+
+
+def test_customer_cannot_list_download_or_upload_in_another_customers_index(
+        host, test_vars, curl, server, ca, user, published):
+    alice = user("customer-a-dev")
+    project_b, version_b = published["customer-b"]
+    file_b = first_file_url(host, curl, page(server, "customer-b", project_b), user("customer-b-dev"))
+    assert status(host, curl, page(server, "customer-a", published["customer-a"][0]), alice) == 200
+    assert status(host, curl, page(server, "customer-b"), alice) == 401
+    assert status(host, curl, page(server, "customer-b", project_b), alice) == 401
+    assert status(host, curl, file_b, alice) == 401
+    run = https_upload(host, test_vars, server, ca, client_wheel(host, "cheeseshop-intruder", version()), alice,
+                       PATHS["customer-b"])
+    assert run.rc != 0 and "401" in run.stdout + run.stderr
+    assert "cheeseshop-intruder" not in body(host, curl, page(server, "customer-b"), user("customer-b-dev"))
+
+
+def test_reader_cannot_upload_and_publisher_only_writes_its_index(host, test_vars, server, ca, user):
+    run = https_upload(host, test_vars, server, ca, client_wheel(host, "cheeseshop-ci-upload", version()),
+                       user("customer-a-ci"), PATHS["customer-a"])
+    assert run.rc != 0 and "403" in run.stdout + run.stderr, run.stdout + run.stderr
+    run = https_upload(host, test_vars, server, ca, client_wheel(host, "cheeseshop-bot-upload", version()),
+                       user("release-bot"), PATHS["customer-a"])
+    assert run.rc != 0 and "401" in run.stdout + run.stderr, run.stdout + run.stderr
+    anonymous = host.run(
+        f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive --disable-progress-bar "
+        f"--cert {test_vars['cheeseshop_client_ca']} --repository-url https://{server}/public/ "
+        f"-u '' -p '' {shlex.quote(client_wheel(host, 'cheeseshop-anonymous-upload', version()))}")
+    assert anonymous.rc != 0, anonymous.stdout
+
+
+def test_an_upload_appears_in_its_own_index_only(host, curl, server, user, published):
+    readers = {"public": None, "customer-a": user("customer-a-dev"), "customer-b": user("customer-b-dev")}
+    for index, (project, ver) in published.items():
+        for other, reader in readers.items():
+            listing = body(host, curl, page(server, other), reader)
+            assert (f'"{project}/"' in listing) == (other == index), (index, other, listing)
+            # The file is not reachable under another index's path either.
+            name = f"{project.replace('-', '_')}-{ver}-py3-none-any.whl"
+            assert status(host, curl, f"https://{server}{PATHS[other]}packages/{name}", reader) == (
+                200 if other == index else 404)
+
+
+def test_redirect_for_unnormalised_name_keeps_the_index_path(host, curl, server, user, published):
+    """pypiserver drops the path prefix from this redirect (pypiserver issue 703); nginx puts it back."""
+    alice = user("customer-a-dev")
+    project, _ = published["customer-a"]
+    unnormalised = project.replace("-", "_").title()  # Cheeseshop_Customer_A
+    for index, reader in (("customer-a", alice), ("public", None)):
+        name = published[index][0].replace("-", "_").title()
+        head = headers(host, curl, page(server, index, name), reader)
+        assert head.startswith("http/2 301"), head
+        assert f"location: https://{server}{PATHS[index]}simple/{published[index][0]}/\r" in head, head
+    followed = host.check_output(f"{curl} -L -u {shlex.quote(alice[0] + ':' + alice[1])} "
+                                 f"{shlex.quote(page(server, 'customer-a', unnormalised))}")
+    assert f"/private/customer-a/packages/{project.replace('-', '_')}-" in followed
+
+
+def test_pip_and_uv_install_from_each_index_they_may_read(host, test_vars, server, ca, user, published):
+    venv = "/var/tmp/indexes-client"
+    host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
+    project, ver = published["public"]
+    host.check_output(f"{venv}/bin/pip install --no-cache-dir --cert {ca} "
+                      f"--index-url https://{server}/public/simple/ {shlex.quote(project + '==' + ver)}")
+    name, password = user("customer-a-dev")
+    project, ver = published["customer-a"]
+    index = f"https://{name}:{password}@{server}/private/customer-a/simple/"
+    uv = f"{test_vars['cheeseshop_test_client_venv']}/bin/uv"
+    host.check_output(f"SSL_CERT_FILE={ca} {uv} pip install --no-cache --python {venv}/bin/python "
+                      f"--index-url {shlex.quote(index)} {shlex.quote(project + '==' + ver)}")
+    installed = host.check_output(f"{venv}/bin/pip list --format=freeze")
+    assert f"cheeseshop-public=={published['public'][1]}" in installed
+    assert f"cheeseshop-customer-a=={ver}" in installed
+    # Customer a's credentials do not open customer b's index to pip.
+    project, ver = published["customer-b"]
+    denied = host.run(f"{venv}/bin/pip install --no-cache-dir --cert {ca} "
+                      f"--index-url https://{name}:{password}@{server}/private/customer-b/simple/ "
+                      f"{shlex.quote(project + '==' + ver)}")
+    assert denied.rc != 0
+
+
+def test_a_page_cached_for_one_customer_is_never_served_to_another(host, curl, server, user, published):
+    alice, bob = user("customer-a-dev"), user("customer-b-dev")
+    url = page(server, "customer-a", published["customer-a"][0])
+    assert status(host, curl, url, alice) == 200
+    assert "x-cache-status: hit" in headers(host, curl, url, alice)
+    assert status(host, curl, url, bob) == 401
+    assert status(host, curl, url) == 401
