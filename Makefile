@@ -40,9 +40,10 @@ docker:
 # decrypted so the vaulted variables are linted too.
 lint: venv
 	$(BIN)/yamllint --strict .
-	ANSIBLE_VAULT_PASSWORD_FILE=inventories/example/vault-password.test-only \
+	ANSIBLE_VAULT_PASSWORD_FILE=inventories/vault-password.test-only \
 	  $(BIN)/ansible-lint --profile production --strict
 	$(BIN)/python tools/check-argument-specs roles
+	tools/check-inventories
 
 # Modules run against this machine's real libcrypt; the import path is the linked collection.
 unit: venv
@@ -54,7 +55,7 @@ build: venv
 	$(BIN)/ansible-galaxy collection build --output-path build .
 	$(BIN)/ansible-galaxy collection install --force -p build/collections build/cheeseshop-pypi-*.tar.gz
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-playbook \
-	  -i inventories/example --vault-password-file inventories/example/vault-password.test-only \
+	  -i inventories/example --vault-password-file inventories/vault-password.test-only \
 	  --syntax-check cheeseshop.pypi.site cheeseshop.pypi.users
 	# Every module's documentation must parse (ansible-doc exits non-zero when it does not).
 	for module in $(basename $(notdir $(wildcard plugins/modules/*.py))); do \

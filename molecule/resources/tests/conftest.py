@@ -14,7 +14,7 @@ INDEX = "http://127.0.0.1:8080"
 SERVICE = "pypiserver@main"
 PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 # TEST-ONLY vault password; the scenarios keep their users in vault like operators do.
-VAULT_PASSWORD_FILE = os.path.join(PROJECT, "inventories", "example", "vault-password.test-only")
+VAULT_PASSWORD_FILE = os.path.join(PROJECT, "inventories", "vault-password.test-only")
 GROUP_VARS_DIR = os.path.join(PROJECT, "molecule", "resources", "inventory", "group_vars", "pypi_servers")
 VAULT_FILE = os.path.join(GROUP_VARS_DIR, "vault.yml")
 GROUP_VARS = os.path.join(GROUP_VARS_DIR, "main.yml")
