@@ -89,3 +89,16 @@ def test_bad_index_list_is_refused_before_any_change(host, indexes, message):
     assert rc != 0 and message in " ".join(output.split()), output[-3000:]
     assert "changed=0" in output, output[-3000:]
     assert unit_state(host) == before
+
+
+def test_health_is_503_while_any_index_is_down_and_the_others_keep_serving(host):
+    """/health is what a load balancer polls: a host that cannot serve one index is unhealthy."""
+    assert https_status(host, "/health") == 200
+    host.check_output("systemctl stop pypiserver@customer-b")
+    try:
+        assert https_status(host, "/health") == 503
+        assert https_status(host, "/public/simple/") == 200
+    finally:
+        host.check_output("systemctl start pypiserver@customer-b")
+    host.check_output("for i in $(seq 50); do curl -sf -o /dev/null --cacert /etc/pypi-tls/ca.crt "
+                      "https://localhost/health && exit 0; sleep 0.2; done; exit 1")
