@@ -19,18 +19,23 @@ GROUP_VARS_DIR = os.path.join(PROJECT, "molecule", "resources", "inventory", "gr
 VAULT_FILE = os.path.join(GROUP_VARS_DIR, "vault.yml")
 GROUP_VARS = os.path.join(GROUP_VARS_DIR, "main.yml")
 USERS_DIR = "/etc/pypi-users"
-# Test files that belong to some scenarios only. Every other file checks the single index at
-# "/" and runs in every scenario that has one (not in those listing several indexes).
-ONLY_IN = {"test_indexes": {"indexes"}, "test_upgrade": {"default"}}
-SEVERAL_INDEXES_SCENARIOS = {"indexes"}
+# Test files that belong to some scenarios only. Every other file checks the full stack with
+# one index at "/" and runs in the scenarios that converge it (not in those below, which
+# exist for one inventory and run only their own files).
+ONLY_IN = {
+    "test_indexes.py": {"indexes"},
+    "test_indexes_server.py": {"indexes"},
+    "test_upgrade_layout.py": {"default"},
+    "test_upgrade_version.py": {"upgrade"},
+}
+OWN_FILES_ONLY_SCENARIOS = {"indexes", "upgrade"}
 
 
 def _applies_here(filename):
     scenario = os.environ.get("MOLECULE_SCENARIO_NAME")
-    for prefix, scenarios in ONLY_IN.items():
-        if filename.startswith(prefix):
-            return scenario in scenarios
-    return scenario not in SEVERAL_INDEXES_SCENARIOS
+    if filename in ONLY_IN:
+        return scenario in ONLY_IN[filename]
+    return scenario not in OWN_FILES_ONLY_SCENARIOS
 
 
 def pytest_collection_modifyitems(config, items):
@@ -106,12 +111,14 @@ def main_pid(host):
     return int(host.check_output(f"systemctl show --value --property=MainPID {SERVICE}"))
 
 
-def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, collections_path=None):
+def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, collections_path=None,
+                 check_diff=False):
     """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
     extra_vars go through a 0600 temporary file, so test passwords never reach a command line.
     collections_path points at another build of the collection (an earlier release, say).
+    check_diff runs it as `--check --diff`, the operator's preview.
     Returns (returncode, combined output, seconds).
     """
     args = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
@@ -121,6 +128,8 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, co
     args += ["--vault-password-file", VAULT_PASSWORD_FILE]
     if tags:
         args += ["--tags", tags]
+    if check_diff:
+        args += ["--check", "--diff"]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(extra_vars or {}, handle)
     try:
@@ -150,6 +159,10 @@ def server(test_vars):
 @pytest.fixture(scope="module")
 def ca(test_vars):
     return test_vars["cheeseshop_client_ca"]
+
+
+# On the server itself: curl through nginx, trusting the CA the role made there.
+HOST_CURL = "curl -s --cacert /etc/pypi-tls/ca.crt"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 an index with a rerun, and bad index lists refused before any change (molecule/indexes)."""
 import pytest
 
-from conftest import project_playbook, run_playbook, unit_state, version
+from conftest import HOST_CURL, project_playbook, run_playbook, status, unit_state, version
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -16,9 +16,7 @@ LAYOUT = {
 
 def https_status(host, path, user=None):
     """Status of one request through nginx on this host, trusting the index's own CA."""
-    auth = f"-u '{user[0]}:{user[1]}' " if user else ""
-    return int(host.check_output(
-        f"curl -s --cacert /etc/pypi-tls/ca.crt {auth}-o /dev/null -w '%{{http_code}}' https://localhost{path}"))
+    return status(host, HOST_CURL, f"https://localhost{path}", user)
 
 
 @pytest.mark.parametrize("index", LAYOUT)
