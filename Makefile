@@ -9,15 +9,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCENARIOS ?= $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
 
-.PHONY: help venv docker lint unit build test scenario demo demo-down bench lock clean
+.PHONY: help venv docker lint unit build test scenario demo demo-down bench timings lock clean
 
 help:
 	@echo "make demo       bring up a local private index in a container and print how to use it"
 	@echo "make demo-down  remove the demo container"
 	@echo "make bench      benchmark the demo stack against nginx's static ceiling (not a test)"
+	@echo "make timings    fresh converge, no-op rerun and users-only run, medians (not a test)"
 	@echo "make test       lint, unit tests, build the collection, run every molecule scenario ($(SCENARIOS))"
 	@echo "make scenario S=debian13   one molecule scenario"
-	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults"
+	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults, pyflakes, inventories"
 	@echo "make unit       unit tests of the collection's modules (no Docker)"
 
 $(BIN)/molecule: requirements-dev.txt
@@ -43,6 +44,7 @@ lint: venv
 	ANSIBLE_VAULT_PASSWORD_FILE=inventories/vault-password.test-only \
 	  $(BIN)/ansible-lint --profile production --strict
 	$(BIN)/python tools/check-argument-specs roles
+	$(BIN)/python -m pyflakes molecule/resources/tests tests plugins tools/timings tools/bench tools/check-argument-specs tools/check-doc
 	tools/check-inventories
 
 # Modules run against this machine's real libcrypt; the import path is the linked collection.
@@ -57,9 +59,12 @@ build: venv
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-playbook \
 	  -i inventories/example --vault-password-file inventories/vault-password.test-only \
 	  --syntax-check cheeseshop.pypi.site cheeseshop.pypi.users
-	# Every module's documentation must parse (ansible-doc exits non-zero when it does not).
-	for module in $(basename $(notdir $(wildcard plugins/modules/*.py))); do \
-	  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-doc cheeseshop.pypi.$$module >/dev/null || exit 1; \
+	# Every module's and filter's documentation must parse. ansible-doc only warns (and exits 0)
+	# about a plugin it cannot document, so its JSON must hold a doc for each one.
+	for plugin in $(addprefix module:,$(basename $(notdir $(wildcard plugins/modules/*.py)))) \
+	              $(addprefix filter:,$(basename $(notdir $(wildcard plugins/filter/*.yml)))); do \
+	  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-doc -t $${plugin%%:*} --json \
+	    cheeseshop.pypi.$${plugin#*:} | $(BIN)/python tools/check-doc cheeseshop.pypi.$${plugin#*:} || exit 1; \
 	done
 
 test: lint unit build docker
@@ -74,6 +79,11 @@ demo: venv docker
 
 demo-down: venv
 	$(BIN)/molecule destroy -s demo
+
+# Outside the test run: medians of provisioning runs on fresh containers of the default
+# scenario (about 5 minutes per run). TIMINGS_ARGS="--runs 5" for more.
+timings: venv docker
+	tools/timings $(TIMINGS_ARGS)
 
 # Outside the test run: fills the demo's index and compares the stack with nginx serving the
 # same bytes statically, in one run. BENCH_ARGS="--projects 500" for a quicker look.
