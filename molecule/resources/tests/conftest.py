@@ -27,8 +27,11 @@ ONLY_IN = {
     "test_indexes_server.py": {"indexes"},
     "test_upgrade_layout.py": {"default"},
     "test_upgrade_version.py": {"upgrade"},
+    "test_supervisor.py": {"supervisor"},
+    # Restarts the container: wherever the full stack runs on the data volume.
+    "test_boot.py": {"default", "debian13", "supervisor"},
 }
-OWN_FILES_ONLY_SCENARIOS = {"indexes", "upgrade"}
+OWN_FILES_ONLY_SCENARIOS = {"indexes", "upgrade", "supervisor"}
 
 
 def _applies_here(filename):
@@ -212,3 +215,55 @@ def https_upload(host, test_vars, server, ca, path, user, index_path="/"):
 def version():
     """A version no earlier run used, so reruns never collide with stored files."""
     return f"3.0.{time.time_ns() // 1000}"
+
+
+# --- The host as a machine: its name, its devices, its boots -------------------------------
+
+@pytest.fixture(scope="module")
+def name(host):
+    """The container's (and inventory's) name."""
+    return host.backend.get_hostname()
+
+
+@pytest.fixture(scope="module")
+def loops(name):
+    """{name: {device, file, path}} of this host's loop devices, as create.yml recorded them."""
+    with open(os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "loop-devices.json")) as handle:
+        return {loop["name"]: loop for loop in json.load(handle) if loop["platform"] == name}
+
+
+def docker(*args):
+    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=120)
+
+
+def source_of(host, path):
+    """The device mounted at path, or None."""
+    found = host.run(f"findmnt --noheadings --output SOURCE --mountpoint {path}")
+    return found.stdout.strip() if found.rc == 0 else None
+
+
+def wait_for_boot(host):
+    """Until systemd has finished starting up (its bus answers a moment after the container starts)."""
+    state = ""
+    for _ in range(100):
+        state = host.run("systemctl is-system-running --wait").stdout.strip()
+        if state in ("running", "degraded"):
+            return
+        time.sleep(0.2)
+    pytest.fail("the host did not finish booting: " + state)
+
+
+def wait_for_index(host):
+    for _ in range(50):
+        if host.run(f"curl -sf -o /dev/null {INDEX}/health").rc == 0:
+            return
+        time.sleep(0.2)
+    pytest.fail("pypiserver did not answer on " + INDEX)
+
+
+def pypiserver_running(host, test_vars, index="main"):
+    """Whether the index's pypiserver runs, under the scenario's process manager."""
+    if test_vars.get("pypi_process_manager", "systemd") == "supervisor":
+        # STARTING: the first startsecs (2 s) of a process that is already up.
+        return host.run(f"supervisorctl status pypiserver-{index}").stdout.split()[1:2] in (["RUNNING"], ["STARTING"])
+    return host.service(f"pypiserver@{index}").is_running

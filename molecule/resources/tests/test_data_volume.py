@@ -2,16 +2,14 @@
 the controller and passed in as /dev/xvdf and /dev/xvdg), mounted by the data_volume role.
 
 Every test leaves the host as it found it: packages on /dev/xvdf, mounted at /srv/pypi.
+The boots (a restart, a missing volume) are in test_boot.py, which supervisor shares.
 """
-import json
 import os
-import shlex
 import subprocess
-import time
 
 import pytest
 
-from conftest import INDEX, SERVICE, http_status, project_playbook, run_playbook, twine_upload
+from conftest import INDEX, http_status, project_playbook, run_playbook, source_of, twine_upload, wait_for_index
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -23,26 +21,8 @@ SITE = project_playbook("site.yml")
 
 
 @pytest.fixture(scope="module")
-def name(host):
-    return host.backend.get_hostname()
-
-
-@pytest.fixture(scope="module")
 def fstype(test_vars):
     return test_vars.get("data_volume_fstype", "ext4")
-
-
-@pytest.fixture(scope="module")
-def loops(name):
-    """{name: {device, file, path}} of this host's loop devices, as create.yml recorded them."""
-    with open(os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "loop-devices.json")) as handle:
-        return {loop["name"]: loop for loop in json.load(handle) if loop["platform"] == name}
-
-
-def source_of(host, path):
-    """The device mounted at path, or None."""
-    found = host.run(f"findmnt --noheadings --output SOURCE --mountpoint {path}")
-    return found.stdout.strip() if found.rc == 0 else None
 
 
 def uuid_of(host, device):
@@ -51,29 +31,6 @@ def uuid_of(host, device):
 
 def fs_size(host):
     return int(host.check_output(f"df --block-size=1 --output=size {DATA_ROOT} | tail -1"))
-
-
-def wait_for_boot(host):
-    """Until systemd has finished starting up (its bus answers a moment after the container starts)."""
-    state = ""
-    for _ in range(100):
-        state = host.run("systemctl is-system-running --wait").stdout.strip()
-        if state in ("running", "degraded"):
-            return
-        time.sleep(0.2)
-    pytest.fail("the host did not finish booting: " + state)
-
-
-def wait_for_index(host):
-    for _ in range(50):
-        if host.run(f"curl -sf -o /dev/null {INDEX}/health").rc == 0:
-            return
-        time.sleep(0.2)
-    pytest.fail("pypiserver did not answer on " + INDEX)
-
-
-def docker(*args):
-    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=120)
 
 
 def make_filesystem(host, fstype, device):
@@ -169,47 +126,3 @@ def test_grown_volume_gets_a_grown_filesystem(host, name, loops, fstype):
 
     rc, out, _ = run_playbook(name, SITE, tags="data_volume")
     assert rc == 0 and "changed=0" in out, out
-
-
-def test_restarted_host_mounts_the_volume_and_serves_from_it(host, name):
-    files = host.check_output(f"ls {PACKAGES}").split()
-    assert files
-    docker("restart", name)
-    wait_for_boot(host)
-    assert source_of(host, DATA_ROOT) == DATA
-    assert host.service(SERVICE).is_running
-    wait_for_index(host)
-    assert host.check_output(f"ls {PACKAGES}").split() == files
-
-
-def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, loops, credentials):
-    data = loops["data"]
-    wheel = host.check_output(f"ls {PACKAGES}").split()[0]
-    auth = "-u " + shlex.quote("molecule-reader:" + credentials["molecule-reader"])
-    fetch = f"curl -s -k {auth} -o /dev/null -w '%{{http_code}}' https://127.0.0.1/packages/{wheel}"
-    assert host.check_output(fetch) == "200"
-    docker("stop", name)
-    subprocess.run(["losetup", "--detach", data["device"]], check=True)
-    try:
-        docker("start", name)
-        wait_for_boot(host)
-        assert source_of(host, DATA_ROOT) is None
-        assert host.run("systemctl is-failed srv-pypi.mount").stdout.strip() == "failed"
-        assert not host.service(SERVICE).is_running
-        # Nothing was written into the bare mount point on the root disk.
-        assert host.check_output(f"ls -A {DATA_ROOT}") == ""
-        # nginx says why a file it listed cannot be had, rather than 404.
-        assert host.check_output(fetch) == "503"
-        said = host.check_output(f"curl -s -k {auth} https://127.0.0.1/packages/none.whl")
-        assert said.startswith("503 The package files are unavailable: the data volume is not mounted"), said
-    finally:
-        docker("stop", name)
-        subprocess.run(["losetup", data["device"], data["file"]], check=True)
-        docker("start", name)
-    wait_for_boot(host)
-    assert source_of(host, DATA_ROOT) == DATA
-    wait_for_index(host)
-    assert host.check_output(fetch) == "200"
-    # With the volume back, a file that is not there is a plain 404, not cached as immutable.
-    missing = host.check_output(f"curl -s -k {auth} -D - -o /dev/null https://127.0.0.1/packages/none.whl")
-    assert missing.startswith("HTTP/2 404") and "immutable" not in missing, missing

@@ -1,0 +1,133 @@
+"""pypiserver under supervisor (supervisor scenario only: pypi_process_manager: supervisor).
+
+The scenario's host_vars log one line per request and rotate at 4 KB, so the rotation is seen
+for real. Tests run in file order; the switch to systemd and back comes last and leaves the host
+as it found it. The container restart and the missing volume are test_boot.py's, shared with
+the systemd scenarios.
+"""
+import os
+import shlex
+import time
+from urllib.parse import quote
+
+import pytest
+
+from conftest import HOST_CURL, INDEX, project_playbook, run_playbook, status, version
+
+testinfra_hosts = ["ansible://pypi_servers"]
+
+PROGRAM = "pypiserver-main"
+UNIT = "pypiserver@main"
+LOG_DIR = "/var/log/pypiserver"
+SITE = project_playbook("site.yml")
+HOST_CA = "/etc/pypi-tls/ca.crt"
+
+
+def program_pid(host):
+    """The program's PID, or 0 when supervisord does not run it."""
+    out = host.run(f"supervisorctl pid {PROGRAM}").stdout.strip()
+    return int(out) if out.isdigit() else 0
+
+
+def instances(host):
+    """The PIDs of every pypi-server process, and how many sockets listen on main's port."""
+    # The bracket keeps pgrep from matching the shell that runs it.
+    pids = host.run("pgrep -f '/bin/pypi-serve[r] run'").stdout.split()
+    return pids, len(host.check_output("ss -Htln 'sport = :8080'").splitlines())
+
+
+def proc(host, pid, what):
+    return host.check_output(f"cat /proc/{pid}/{what} | tr '\\0' '\\n'")
+
+
+def test_each_index_is_a_supervisor_program_as_the_service_user(host):
+    # STARTING turns RUNNING after startsecs (2 s): test_boot.py may have just restarted it.
+    running = host.run(f"for i in $(seq 1 25); do supervisorctl status {PROGRAM} | grep -q ' RUNNING ' && exit 0; "
+                       "sleep 0.2; done; exit 1")
+    assert running.rc == 0, host.run(f"supervisorctl status {PROGRAM}").stdout
+    pid = program_pid(host)
+    assert host.check_output(f"ps -o user= -p {pid}") == "pypiserver"
+    # The systemd instance's command line, umask and environment.
+    command = proc(host, pid, "cmdline").splitlines()
+    for option in (["--port", "8080"], ["--interface", "127.0.0.1"], ["--disable-fallback"],
+                   ["--passwords", "/etc/pypi-users/main-uploaders.htpasswd"], ["/srv/pypi/packages"]):
+        assert any(command[i:i + len(option)] == option for i in range(len(command))), (option, command)
+    assert "Umask:\t0027" in proc(host, pid, "status")
+    environment = proc(host, pid, "environ").splitlines()
+    assert {"PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/opt/pypiserver"} <= set(environment)
+    # Only supervisord's instance: no systemd unit of pypiserver, one process on the port.
+    assert host.run(f"systemctl cat {UNIT}.service").rc != 0
+    assert not host.file("/etc/systemd/system/pypiserver@.service").exists
+    assert instances(host) == ([str(pid)], 1)
+    # supervisord (and so pypiserver) starts only on the mounted data volume.
+    assert "/srv/pypi/packages" in host.check_output("systemctl show --value -p RequiresMountsFor supervisor")
+
+
+def test_upload_and_install_over_https_with_the_same_file_permissions(host, test_vars, credentials):
+    uploader, reader, release = test_vars["cheeseshop_test_user"], "molecule-reader", version()
+    wheel = host.check_output(f"/usr/local/bin/make_wheel.py cheeseshop-supervised {release} /var/tmp/supervised")
+    upload = host.run(
+        f"TWINE_USERNAME={uploader} TWINE_PASSWORD={shlex.quote(credentials[uploader])} "
+        f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive --disable-progress-bar "
+        f"--cert {HOST_CA} --repository-url https://localhost/ {wheel}")
+    assert upload.rc == 0, upload.stdout
+    stored = host.file(f"/srv/pypi/packages/{os.path.basename(wheel)}")
+    # As under systemd: pypiserver's file, nginx's group (setgid directory), umask 027.
+    assert (stored.user, stored.group, stored.mode) == ("pypiserver", "www-data", 0o640)
+    pip = host.run(
+        f"{test_vars['cheeseshop_test_client_venv']}/bin/pip download --no-deps --quiet --dest /var/tmp/sv "
+        f"--cert {HOST_CA} --index-url https://{reader}:{quote(credentials[reader], safe='')}@localhost/simple/ "
+        f"cheeseshop-supervised=={release}")
+    assert pip.rc == 0
+    assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-supervised/") == 401
+
+
+def test_log_goes_to_a_file_that_supervisord_rotates(host):
+    log = f"{LOG_DIR}/main.log"
+    assert host.file(LOG_DIR).user == "root" and host.file(LOG_DIR).group == "adm"
+    assert host.file(LOG_DIR).mode & 0o007 == 0  # not world-readable
+    marker = f"/health?rotation-{time.time_ns()}"
+    # One line per request (verbosity 1): enough requests to pass 4 KB more than once.
+    host.check_output(f"for i in $(seq 1 150); do curl -s -o /dev/null '{INDEX}{marker}'; done")
+    assert host.file(f"{log}.1").exists
+    assert not host.file(f"{log}.3").exists  # two backups kept
+    assert marker in host.file(log).content_string + host.file(f"{log}.1").content_string
+    assert host.file(log).size <= 4096 + 512
+
+
+def test_killed_pypiserver_is_back_within_5_seconds(host):
+    before = program_pid(host)
+    host.check_output(f"kill -9 {before}")
+    # autorestart: supervisord starts a new process at once. Poll for 5 s at most.
+    back = host.run(
+        f"for i in $(seq 1 25); do curl -sf -o /dev/null {INDEX}/health && exit 0; sleep 0.2; done; exit 1")
+    assert back.rc == 0, "pypiserver did not answer within 5 s of a SIGKILL"
+    assert program_pid(host) not in (0, before)
+
+
+@pytest.mark.parametrize("manager", ["systemd", "supervisor"])
+def test_switching_manager_leaves_one_instance_per_index(host, manager):
+    """To systemd with pypi_process_manager given on the command line, then back to the
+    inventory's supervisor: the old manager's instance is gone, one process serves, a rerun
+    changes nothing."""
+    name = host.backend.get_hostname()
+    extra = {"pypi_process_manager": "systemd"} if manager == "systemd" else {}
+    rc, output, _ = run_playbook(name, SITE, extra)
+    assert rc == 0, output[-3000:]
+    running = host.run("supervisorctl status").stdout
+    if manager == "systemd":
+        assert host.service(UNIT).is_running and host.service(UNIT).is_enabled
+        assert PROGRAM not in running
+        assert not host.file(f"/etc/supervisor/conf.d/{PROGRAM}.conf").exists
+        pid = host.check_output(f"systemctl show --value --property=MainPID {UNIT}")
+    else:
+        assert f"{PROGRAM} " in running and "RUNNING" in running
+        assert host.run(f"systemctl cat {UNIT}.service").rc != 0
+        assert not host.service(UNIT).is_running
+        pid = str(program_pid(host))
+    assert instances(host) == ([pid], 1)
+    assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {INDEX}/health") == "200"
+    assert status(host, HOST_CURL, "https://localhost/health") == 200
+
+    rc, output, _ = run_playbook(name, SITE, extra)
+    assert rc == 0 and "changed=0" in output, output[-3000:]
