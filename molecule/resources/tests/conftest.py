@@ -1,6 +1,7 @@
 """Shared fixtures: the test client on the server host, credentials from the vault, playbook runs."""
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -26,6 +27,8 @@ ONLY_IN = {
     "test_indexes.py": {"indexes"},
     "test_indexes_server.py": {"indexes"},
     "test_upgrade_layout.py": {"default"},
+    # Preflight checks: Ansible's logic, the same on every Debian release.
+    "test_bad_input.py": {"default"},
     "test_upgrade_version.py": {"upgrade"},
     "test_supervisor.py": {"supervisor"},
     # Restarts the container: wherever the full stack runs on the data volume.
@@ -34,19 +37,27 @@ ONLY_IN = {
 OWN_FILES_ONLY_SCENARIOS = {"indexes", "upgrade", "supervisor"}
 
 
-def _applies_here(filename):
+def pytest_configure(config):
+    config.addinivalue_line("markers", "scenarios(*names): run this test only in these scenarios. For what "
+                            "Ansible decides the same way on every Debian release, so debian13 need not repeat it.")
+
+
+def _applies_here(item):
     scenario = os.environ.get("MOLECULE_SCENARIO_NAME")
-    if filename in ONLY_IN:
-        return scenario in ONLY_IN[filename]
+    marker = item.get_closest_marker("scenarios")
+    if marker and scenario not in marker.args:
+        return False
+    if item.path.name in ONLY_IN:
+        return scenario in ONLY_IN[item.path.name]
     return scenario not in OWN_FILES_ONLY_SCENARIOS
 
 
 def pytest_collection_modifyitems(config, items):
-    """Deselect the tests of files that do not fit this scenario (molecule names every file)."""
-    other = [item for item in items if not _applies_here(item.path.name)]
+    """Deselect the tests that do not fit this scenario (molecule names every file)."""
+    other = [item for item in items if not _applies_here(item)]
     if other:
         config.hook.pytest_deselected(items=other)
-        items[:] = [item for item in items if _applies_here(item.path.name)]
+        items[:] = [item for item in items if _applies_here(item)]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +151,9 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, co
         env = {**os.environ, "ANSIBLE_PIPELINING": "true",
                "ANSIBLE_COLLECTIONS_PATH": collections_path or os.path.join(PROJECT, ".ansible", "collections")}
         env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+        # Molecule forces colour for its own output; tests read this output as plain text.
+        env.pop("ANSIBLE_FORCE_COLOR", None)
+        env["ANSIBLE_NOCOLOR"] = "true"
         start = time.monotonic()
         run = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         return run.returncode, run.stdout + run.stderr, time.monotonic() - start
@@ -195,6 +209,37 @@ def first_file_url(host, curl, page, user=None, filename=""):
     client resolves it."""
     hrefs = [h.split('"', 1)[0].split("#", 1)[0] for h in body(host, curl, page, user).split('href="')[1:]]
     return urljoin(page, next(h for h in hrefs if h.endswith("/" + filename) or not filename))
+
+
+def served_while_pypiserver_is_down(host, curl, base, project, reader, server_host, stop, start):
+    """With pypiserver stopped (the stop command run on server_host): a page fetched before is
+    served stale (still behind the access check), files come from disk, and what nginx cannot
+    serve gets a 503 that says why. Then pypiserver is started again and the page is fresh."""
+    page = f"{base}/simple/{project}/"
+    file_url = first_file_url(host, curl, page, reader)  # also puts the page in the cache
+    server_host.check_output(stop)
+    try:
+        # Past the page cache's 10 s (the default). nginx keeps validity in whole seconds
+        # (valid until ngx_time() at storing + 10, expired only when that is < now), so an
+        # entry stays fresh for up to 11 s: 10.5 s once gave a HIT here. 12 s is always past it.
+        time.sleep(12)
+        # STALE, or UPDATING while nginx's own refresh of the expired entry is still failing.
+        answer = headers(host, curl, page, reader)
+        assert answer.startswith("http/2 200") and re.search(r"x-cache-status: (stale|updating)", answer), answer
+        assert status(host, curl, page) == 401
+        assert status(host, curl, file_url, reader) == 200
+        never_cached = f"{base}/simple/never-cached-{version()}/"
+        answer = host.run(f"{curl} {_auth(reader)}-D - {never_cached}")
+        assert answer.stdout.startswith("HTTP/2 503"), answer.stdout
+        assert "retry-after: 30" in answer.stdout.lower() and "pypiserver is not answering" in answer.stdout
+        assert status(host, curl, f"{base}/health") == 503  # what a load balancer sees
+    finally:
+        server_host.check_output(start)
+    for _ in range(50):
+        if status(host, curl, f"{base}/health") == 200:
+            break
+        time.sleep(0.2)
+    assert status(host, curl, page, reader) == 200
 
 
 def client_wheel(host, name, version, payload_mb=0):

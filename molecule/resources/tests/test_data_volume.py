@@ -82,6 +82,7 @@ def test_device_holding_something_else_is_refused_and_kept(host, name, content):
     assert source_of(host, DATA_ROOT) == DATA
 
 
+@pytest.mark.scenarios("default")
 def test_volume_that_holds_packages_is_mounted_as_it_is_and_served(host, name, fstype):
     """A volume from another instance: mounted, never reformatted, its packages listed."""
     make_filesystem(host, fstype, SPARE)

@@ -6,7 +6,6 @@ out, a page or file served to an anonymous client after a user fetched it, an up
 for minutes, and uploads over 1 MB refused.
 """
 import os
-import re
 import shlex
 import subprocess
 import time
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from conftest import (body, client_wheel as make_wheel, first_file_url, headers, https_upload as upload,
-                      project_playbook, run_playbook, status, version)
+                      project_playbook, run_playbook, served_while_pypiserver_is_down, status, version)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -178,6 +177,7 @@ def test_redirect_for_unnormalised_name_stays_on_https(host, curl, server, reade
 
 # --- Configuration safety ---------------------------------------------------------------
 
+@pytest.mark.scenarios("default")
 def test_bad_nginx_value_is_refused_and_the_site_keeps_serving(host, curl, server, reader):
     rc, output, _ = run_playbook(server, project_playbook("site.yml"), {"nginx_proxy_cache_valid": "soon"})
     assert rc != 0, output
@@ -258,6 +258,7 @@ def test_certificate_renewal_reloads_nginx_without_a_restart(host, server):
     assert rc == 0 and "changed=0" in output, output[-3000:]
 
 
+@pytest.mark.scenarios("default")
 def test_provided_certificate_is_served_and_its_key_never_printed(host, server, tmp_path):
     """provided mode: a certificate from another CA, the key from (here) extra vars; then back."""
     ca_key, ca_crt = tmp_path / "ca.key", tmp_path / "ca.crt"
@@ -288,34 +289,9 @@ def test_provided_certificate_is_served_and_its_key_never_printed(host, server, 
 
 
 def test_pypiserver_down_stale_pages_and_files_are_served_the_rest_a_clear_503(host, curl, server, reader):
-    """With pypiserver stopped: a page fetched before is served stale (still behind the access
-    check), files come from disk, and what nginx cannot serve gets a 503 that says why."""
     server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-    page = f"https://{server}/simple/cheeseshop-probe/"
-    file_url = first_file_url(host, curl, page, reader)
-    server_host.check_output("systemctl stop pypiserver@main")
-    try:
-        # Past the page cache's 10 s (the default). nginx keeps validity in whole seconds
-        # (valid until ngx_time() at storing + 10, expired only when that is < now), so an
-        # entry stays fresh for up to 11 s: 10.5 s once gave a HIT here. 12 s is always past it.
-        time.sleep(12)
-        # STALE, or UPDATING while nginx's own refresh of the expired entry is still failing.
-        answer = headers(host, curl, page, reader)
-        assert answer.startswith("http/2 200") and re.search(r"x-cache-status: (stale|updating)", answer), answer
-        assert status(host, curl, page) == 401
-        assert status(host, curl, file_url, reader) == 200
-        never_cached = f"https://{server}/simple/never-cached-{version()}/"
-        answer = host.run(f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} -D - {never_cached}")
-        assert answer.stdout.startswith("HTTP/2 503"), answer.stdout
-        assert "retry-after: 30" in answer.stdout.lower() and "pypiserver is not answering" in answer.stdout
-        assert status(host, curl, f"https://{server}/health") == 503  # what a load balancer sees
-    finally:
-        server_host.check_output("systemctl start pypiserver@main")
-    for _ in range(50):
-        if status(host, curl, f"https://{server}/health") == 200:
-            break
-        time.sleep(0.2)
-    assert status(host, curl, page, reader) == 200
+    served_while_pypiserver_is_down(host, curl, f"https://{server}", "cheeseshop-probe", reader, server_host,
+                                    "systemctl stop pypiserver@main", "systemctl start pypiserver@main")
 
 
 ACME_NAME = "pypi.cheeseshop.test"

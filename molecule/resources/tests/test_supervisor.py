@@ -1,8 +1,8 @@
 """pypiserver under supervisor (supervisor scenario only: pypi_process_manager: supervisor).
 
 The scenario's host_vars log one line per request and rotate at 4 KB, so the rotation is seen
-for real. Tests run in file order; the switch to systemd and back comes last and leaves the host
-as it found it. The container restart and the missing volume are test_boot.py's, shared with
+for real. Tests run in file order: a SIGKILL, the program stopped behind nginx (stale pages, a
+clear 503), then the switch to systemd and back, which leaves the host as it found it. The container restart and the missing volume are test_boot.py's, shared with
 the systemd scenarios.
 """
 import os
@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import HOST_CURL, INDEX, project_playbook, run_playbook, status, version
+from conftest import (HOST_CURL, INDEX, project_playbook, run_playbook, served_while_pypiserver_is_down, status,
+                      version)
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -103,6 +104,13 @@ def test_killed_pypiserver_is_back_within_5_seconds(host):
         f"for i in $(seq 1 25); do curl -sf -o /dev/null {INDEX}/health && exit 0; sleep 0.2; done; exit 1")
     assert back.rc == 0, "pypiserver did not answer within 5 s of a SIGKILL"
     assert program_pid(host) not in (0, before)
+
+
+def test_pypiserver_down_stale_pages_and_files_are_served_the_rest_a_clear_503(host, credentials):
+    """The same fault answers as under systemd (test_proxy.py), with supervisord's program stopped."""
+    served_while_pypiserver_is_down(host, HOST_CURL, "https://localhost", "cheeseshop-supervised",
+                                    ("molecule-reader", credentials["molecule-reader"]), host,
+                                    f"supervisorctl stop {PROGRAM}", f"supervisorctl start {PROGRAM}")
 
 
 @pytest.mark.parametrize("manager", ["systemd", "supervisor"])

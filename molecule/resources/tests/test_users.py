@@ -138,6 +138,7 @@ def test_exclusive_removes_entries_the_list_does_not_mention(host, vault_users, 
     assert "handmade" not in entries(host, UPLOADERS)
 
 
+@pytest.mark.scenarios("default")
 def test_no_secret_is_printed_at_vvv(host, vault_users, indexes, credentials):
     """The converge users run (users from vault), then a run that hashes a new password."""
     rc, output, _ = run_playbook(host.backend.get_hostname(), CONVERGE, verbosity=3)
