@@ -18,6 +18,8 @@ BAD_INPUTS = [
     ('{"pypiserver_pip_requirements": ["pypiserver==2.4.2", "waitress"]}', "pypiserver_pip_requirements"),
     ('{"pypiserver_fallback_url": "pypi.org"}', "pypiserver_fallback_url"),
     ('{"pypiserver_version": "latest"}', "pypiserver_version"),
+    ('{"nginx_proxy_auth_fail_delay": 30}', "nginx_proxy_auth_fail_delay"),
+    ('{"nginx_proxy_open_pages": 0}', "nginx_proxy_open_pages"),
 ]
 
 

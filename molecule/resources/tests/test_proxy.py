@@ -118,6 +118,27 @@ def test_upload_is_listed_at_once(host, test_vars, curl, server, ca, uploader, r
     assert "x-cache-status: hit" in headers(host, curl, url, reader)  # and cached again
 
 
+def test_file_copied_in_by_hand_is_listed_after_the_cache_time_also_from_cache(host, curl, server, reader):
+    """A file that did not come through nginx shows once the cached page expires, and then
+    every cached answer lists it: the workers keep cached pages open (open_file_cache) and must
+    not go on serving the replaced page from a file they still hold."""
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    page = f"https://{server}/simple/cheeseshop-probe/"
+    new = version()
+    by_hand = f"/srv/pypi/packages/cheeseshop_probe-{new}-py3-none-any.whl"
+    for _ in range(6):  # cached, and held open by both workers
+        assert new not in body(host, curl, page, reader)
+    assert "x-cache-status: hit" in headers(host, curl, page, reader)
+    server_host.check_output(f"runuser -u pypiserver -- sh -c 'echo not-a-zip > {by_hand}'")
+    try:
+        time.sleep(12)  # past the 10 s cache time, counted in whole seconds (see conftest)
+        assert new in body(host, curl, page, reader)
+        answers = [headers(host, curl, page, reader) + body(host, curl, page, reader) for _ in range(6)]
+        assert all("x-cache-status: hit" in a and new in a for a in answers), answers
+    finally:
+        server_host.check_output(f"rm -f {by_hand}")
+
+
 def test_reader_cannot_upload_through_the_proxy(host, test_vars, server, ca, reader):
     run = upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-denied", version()), reader)
     assert run.rc != 0 and "403" in run.stdout + run.stderr, run.stdout + run.stderr
@@ -349,4 +370,8 @@ def test_wrong_password_flood_is_cut_off_without_locking_out_known_users(host, c
     # The default limit is 20 failures a minute; earlier tests may have used some of them.
     cut = codes.index(429) if 429 in codes else len(codes)
     assert 0 < cut <= 20 and set(codes[:cut]) == {401} and set(codes[cut:]) == {429}, codes
+    # Each 429 is held back (nginx_proxy_auth_fail_delay, 1 s): a flooding client slows itself.
+    held = host.check_output(f"{curl} -u {shlex.quote(wrong[0] + ':' + wrong[1])} -o /dev/null "
+                             f"-w '%{{http_code}} %{{time_total}}' {page}").split()
+    assert held[0] == "429" and float(held[1]) >= 1.0, held
     assert status(host, curl, page, reader) == 200

@@ -11,8 +11,9 @@
 --     about a second of the file changing, on every path;
 --   * for at most REMEMBER seconds in any case;
 --   * only successes are remembered. Failures are counted per client address, and past
---     FAIL_LIMIT in FAIL_WINDOW seconds that address gets 429 without any crypt() call, so a
---     flood of wrong passwords cannot stall the workers.
+--     FAIL_LIMIT in FAIL_WINDOW seconds that address gets 429 without any crypt() call, held
+--     back FAIL_DELAY seconds, so a flood of wrong passwords cannot stall the workers or crowd
+--     out valid users. Remembered credentials pass before this check, from any address.
 local ffi = require("ffi")
 
 ffi.cdef([[ char *crypt(const char *phrase, const char *setting); ]])
@@ -24,6 +25,7 @@ local M = {
   REMEMBER = 60,
   FAIL_LIMIT = 20,
   FAIL_WINDOW = 60,
+  FAIL_DELAY = 1,
   REALM = "private Python package index",
 }
 
@@ -96,6 +98,9 @@ function M.check(path)
   end
   local failures_key = "fail:" .. ngx.var.binary_remote_addr
   if (shared:get(failures_key) or 0) >= M.FAIL_LIMIT then
+    -- Held before the answer (the worker serves others meanwhile): a flooding client then waits
+    -- instead of making the server answer thousands of 429s a second in place of real users.
+    ngx.sleep(M.FAIL_DELAY)
     ngx.header["Retry-After"] = tostring(M.FAIL_WINDOW)
     return ngx.exit(ngx.HTTP_TOO_MANY_REQUESTS)
   end
