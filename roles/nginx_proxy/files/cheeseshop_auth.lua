@@ -2,8 +2,9 @@
 -- that verifies a password hash once and then remembers the verified credential.
 --
 -- nginx's auth_basic runs crypt() on every request: with bcrypt that is about 50 ms of a
--- worker each time. Here a credential is verified with libcrypt's crypt() (the same library
--- auth_basic uses, called through LuaJIT's FFI), then remembered in a shared dictionary:
+-- worker each time. Here a credential is verified with libcrypt (the same library auth_basic
+-- uses, called through LuaJIT's FFI) in nginx's thread pool, so that the worker serves other
+-- requests meanwhile (cheeseshop_crypt.lua), then remembered in a shared dictionary:
 --   * keyed by a salted digest of the Authorization header, never by the header itself;
 --   * bound to the current content of the users file: any change to it (a user removed, a
 --     password changed) makes every remembered credential for that file unknown at once.
@@ -14,12 +15,6 @@
 --     FAIL_LIMIT in FAIL_WINDOW seconds that address gets 429 without any crypt() call, held
 --     back FAIL_DELAY seconds, so a flood of wrong passwords cannot stall the workers or crowd
 --     out valid users. Remembered credentials pass before this check, from any address.
-local ffi = require("ffi")
-
-ffi.cdef([[ char *crypt(const char *phrase, const char *setting); ]])
--- Versioned name: a minimal system has no unversioned libcrypt.so (that comes with -dev).
-local libcrypt = ffi.load("libcrypt.so.1")
-
 local M = {
   REFRESH = 1,
   REMEMBER = 60,
@@ -27,6 +22,7 @@ local M = {
   FAIL_WINDOW = 60,
   FAIL_DELAY = 1,
   REALM = "private Python package index",
+  THREAD_POOL = "cheeseshop_crypt",
 }
 
 -- Checked when the name is unknown, so that a wrong name costs what a wrong password costs and
@@ -111,15 +107,45 @@ function M.check(path)
     name, password = decoded:match("^([^:]*):(.*)$")
   end
   local hash = name and file.users[name]
-  if password and not password:find("\0", 1, true) then
-    local result = libcrypt.crypt(password, hash or DUMMY_HASH)
-    if hash and result ~= nil and ffi.string(result) == hash then
-      shared:set(key, name, M.REMEMBER)
+  -- One check per credential at a time: requests that bring the same header meanwhile (a
+  -- client's parallel downloads, all connections after a reload) wait for its outcome instead
+  -- of queueing 50 ms checks of their own in the thread pool.
+  local pending_key = "pending:" .. key
+  if not shared:add(pending_key, true, 5) then
+    while shared:get(pending_key) do
+      ngx.sleep(0.005)
+    end
+    if shared:get(key) then
       return
     end
+    if shared:get("bad:" .. key) then
+      shared:incr(failures_key, 1, 0, M.FAIL_WINDOW)
+      return challenge()
+    end
+    -- No outcome within the pending entry's 5 s: check it here.
   end
-  shared:incr(failures_key, 1, 0, M.FAIL_WINDOW)
-  return challenge()
+  local matches = false
+  if password and not password:find("\0", 1, true) then
+    local ran, result = ngx.run_worker_thread(M.THREAD_POOL, "cheeseshop_crypt", "matches",
+                                              password, hash or DUMMY_HASH)
+    if not ran then
+      shared:delete(pending_key)
+      ngx.log(ngx.ERR, "cheeseshop auth: the password check did not run: ", result)
+      return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+    end
+    matches = hash and result
+  end
+  if matches then
+    shared:set(key, name, M.REMEMBER)
+  else
+    -- Only for the requests already waiting on this check, never for later ones.
+    shared:set("bad:" .. key, true, 1)
+    shared:incr(failures_key, 1, 0, M.FAIL_WINDOW)
+  end
+  shared:delete(pending_key)
+  if not matches then
+    return challenge()
+  end
 end
 
 return M
