@@ -18,7 +18,9 @@ help:
 	@echo "make timings    fresh converge, no-op rerun and users-only run, medians (not a test)"
 	@echo "make test       lint, unit tests, build the collection, run every molecule scenario ($(SCENARIOS))"
 	@echo "make scenario S=debian13   one molecule scenario"
-	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults, pyflakes, inventories"
+	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults, pyflakes,"
+	@echo "                declared collection dependencies, inventories"
+	@echo "make build      build the collection; install it on ansible-core alone with its dependencies"
 	@echo "make unit       unit tests of the collection's modules (no Docker)"
 
 $(BIN)/molecule: requirements-dev.txt
@@ -44,14 +46,17 @@ lint: venv
 	ANSIBLE_VAULT_PASSWORD_FILE=inventories/vault-password.test-only \
 	  $(BIN)/ansible-lint --profile production --strict
 	$(BIN)/python tools/check-argument-specs roles
-	$(BIN)/python -m pyflakes molecule/resources/tests tests plugins tools/timings tools/bench tools/check-argument-specs tools/check-doc
+	$(BIN)/python -m pyflakes molecule/resources/tests tests plugins tools/timings tools/bench \
+	  tools/check-argument-specs tools/check-doc tools/check-dependencies tools/check-core-install
+	$(BIN)/python tools/check-dependencies
 	tools/check-inventories
 
 # Modules run against this machine's real libcrypt; the import path is the linked collection.
 unit: venv
 	PYTHONPATH=$(CURDIR)/.ansible/collections $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
-# The artifact users install; proves it builds and that its playbooks resolve by FQCN.
+# The artifact users install; proves it builds, that its playbooks resolve by FQCN, and that it
+# works with ansible-core alone plus the dependencies galaxy.yml declares.
 build: venv
 	rm -rf build && mkdir -p build
 	$(BIN)/ansible-galaxy collection build --output-path build .
@@ -59,6 +64,7 @@ build: venv
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-playbook \
 	  -i inventories/example --vault-password-file inventories/vault-password.test-only \
 	  --syntax-check cheeseshop.pypi.site cheeseshop.pypi.users
+	$(BIN)/python tools/check-core-install build/cheeseshop-pypi-*.tar.gz
 	# Every module's and filter's documentation must parse. ansible-doc only warns (and exits 0)
 	# about a plugin it cannot document, so its JSON must hold a doc for each one.
 	for plugin in $(addprefix module:,$(basename $(notdir $(wildcard plugins/modules/*.py)))) \
