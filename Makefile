@@ -9,18 +9,19 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCENARIOS ?= $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
 
-.PHONY: help venv docker lint unit build test scenario demo demo-down bench timings lock clean
+.PHONY: help venv docker lint unit build sanity test scenario demo demo-down bench timings lock clean
 
 help:
 	@echo "make demo       bring up a local private index in a container and print how to use it"
 	@echo "make demo-down  remove the demo container"
 	@echo "make bench      benchmark the demo stack against nginx's static ceiling (not a test)"
 	@echo "make timings    fresh converge, no-op rerun and users-only run, medians (not a test)"
-	@echo "make test       lint, unit tests, build the collection, run every molecule scenario ($(SCENARIOS))"
+	@echo "make test       lint, unit tests, build, sanity, then every molecule scenario ($(SCENARIOS))"
 	@echo "make scenario S=debian13   one molecule scenario"
 	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults, pyflakes,"
 	@echo "                declared collection dependencies, inventories"
 	@echo "make build      build the collection; install it on ansible-core alone with its dependencies"
+	@echo "make sanity     ansible-test sanity on the built artifact (Python 3.11; needs only PyPI)"
 	@echo "make unit       unit tests of the collection's modules (no Docker)"
 
 $(BIN)/molecule: requirements-dev.txt
@@ -73,7 +74,11 @@ build: venv
 	    cheeseshop.pypi.$${plugin#*:} | $(BIN)/python tools/check-doc cheeseshop.pypi.$${plugin#*:} || exit 1; \
 	done
 
-test: lint unit build docker
+# What Galaxy and Automation Hub publishing rely on; see tools/sanity for the offline pip bootstrap.
+sanity: venv
+	tools/sanity
+
+test: lint unit build sanity docker
 	tools/run-scenarios $(SCENARIOS)
 
 scenario: venv docker

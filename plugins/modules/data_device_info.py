@@ -21,7 +21,7 @@ description:
     disks it saw.
   - Read-only; supports check mode.
 version_added: 0.2.0
-author: cheeseshop.pypi developers
+author: cheeseshop.pypi developers (@cheeseshop)
 options:
   device:
     description: EBS volume id, attach-time name or device path.

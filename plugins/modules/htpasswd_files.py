@@ -22,7 +22,7 @@ description:
   - Files are replaced atomically, with their owner, group and mode set before the rename.
   - No password or hash is ever returned.
 version_added: 0.2.0
-author: cheeseshop.pypi developers
+author: cheeseshop.pypi developers (@cheeseshop)
 options:
   users:
     description:
@@ -37,9 +37,8 @@ options:
         type: str
         required: true
       password:
-        description: Clear-text password; required when present. At most 72 bytes with bcrypt.
+        description: Clear-text password; required when present. At most 72 bytes with bcrypt. Never logged.
         type: str
-        no_log: true
       state:
         description: Whether the user may exist at all.
         type: str
@@ -121,7 +120,7 @@ files:
     changed: {description: Whether its content or attributes changed., type: bool}
     added: {description: Users added., type: list, elements: str}
     removed: {description: Users removed., type: list, elements: str}
-    updated: {description: Users whose hash was replaced (new password, scheme or cost)., type: list, elements: str}
+    updated: {description: "Users whose hash was replaced (new password, scheme or cost).", type: list, elements: str}
     unmanaged: {description: Entries kept because O(exclusive) is false., type: list, elements: str}
 rehashed:
   description: Users given a new hash in this run.
