@@ -13,14 +13,15 @@
 --   * for at most REMEMBER seconds in any case;
 --   * only successes are remembered. Failures are counted per client address, and past
 --     FAIL_LIMIT in FAIL_WINDOW seconds that address gets 429 without any crypt() call, held
---     back FAIL_DELAY seconds, so a flood of wrong passwords cannot stall the workers or crowd
---     out valid users. Remembered credentials pass before this check, from any address.
+--     back FAIL_DELAY seconds (FAIL_HOLD of them at a time per address), so a flood of wrong
+--     passwords cannot stall the workers or crowd out valid users. Remembered credentials pass before this check, from any address.
 local M = {
   REFRESH = 1,
   REMEMBER = 60,
   FAIL_LIMIT = 20,
   FAIL_WINDOW = 60,
   FAIL_DELAY = 1,
+  FAIL_HOLD = 64,
   REALM = "private Python package index",
   THREAD_POOL = "cheeseshop_crypt",
 }
@@ -96,7 +97,14 @@ function M.check(path)
   if (shared:get(failures_key) or 0) >= M.FAIL_LIMIT then
     -- Held before the answer (the worker serves others meanwhile): a flooding client then waits
     -- instead of making the server answer thousands of 429s a second in place of real users.
-    ngx.sleep(M.FAIL_DELAY)
+    -- At most FAIL_HOLD requests per address are held at once, so that one address cannot tie
+    -- up the workers' connections; beyond that the 429 is immediate.
+    local held_key = "held:" .. ngx.var.binary_remote_addr
+    local held = shared:incr(held_key, 1, 0, M.FAIL_WINDOW)
+    if held and held <= M.FAIL_HOLD then
+      ngx.sleep(M.FAIL_DELAY)
+    end
+    shared:incr(held_key, -1, 1, M.FAIL_WINDOW)
     ngx.header["Retry-After"] = tostring(M.FAIL_WINDOW)
     return ngx.exit(ngx.HTTP_TOO_MANY_REQUESTS)
   end
