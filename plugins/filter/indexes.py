@@ -1,10 +1,11 @@
 # Copyright: cheeseshop.pypi developers
 # Apache License 2.0 (see galaxy.yml)
-"""The layout of a server's package indexes, computed once for every role that needs it.
+"""The layout of a server's package indexes: the one place its rules live.
 
-pypiserver (one instance per index), nginx_proxy (one set of locations per index) and the
-preflight checks all read the same answer from here, so the rules that fill in an index's path,
-port and packages directory live in one place.
+The layout role turns the collection-wide inputs (pypi_indexes, pypi_users, pypi_packages_dir,
+...) into one entry per index with this filter, once per play, and checks it with
+index_problems. pypiserver (one instance per index), users (its htpasswd files), nginx_proxy
+(its locations) and data_volume (where the packages must live) all take those entries.
 """
 
 from __future__ import annotations
@@ -17,26 +18,52 @@ SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
 DIRECTORY = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
+DEFAULT_INDEXES = [{"name": "main"}]
+RIGHTS = ("read", "upload")
+
+
 def _path(value):
     stripped = str(value).strip("/")
     return "/" + stripped + "/" if stripped else "/"
 
 
-def index_layout(indexes, packages_dir, indexes_dir, base_port):
-    """Every index with name, path, port, packages_dir, read and upload filled in."""
+def _present(users):
+    """Names of the users that exist (state present, the default). Passwords are never read."""
+    return sorted({str(user.get("name", "")) for user in users or []
+                   if isinstance(user, dict) and user.get("state", "present") == "present"})
+
+
+def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes_dir="/srv/pypi/indexes",
+                 base_port=8080, users_dir="/etc/pypi-users", health_endpoint="/health"):
+    """Every index with everything a role needs of it filled in; see index_layout.yml."""
+    present = _present(users)
     layout = []
-    for position, index in enumerate(indexes or []):
+    for position, index in enumerate(DEFAULT_INDEXES if indexes is None else indexes):
         index = index if isinstance(index, dict) else {}
         name = str(index.get("name", ""))
         main = name == "main"
+        read = index.get("read", "authenticated")
+        upload = index.get("upload", "authenticated")
+        uploaders = present if upload == "authenticated" else (list(upload) if isinstance(upload, list) else [])
+        readers = present if isinstance(read, str) else sorted(set(list(read) + uploaders)) \
+            if isinstance(read, list) else []
+        path = _path(index["path"]) if index.get("path") else ("/" if main else "/" + name + "/")
         layout.append({
             "name": name,
-            "path": _path(index["path"]) if index.get("path") else ("/" if main else "/" + name + "/"),
+            "path": path,
             "port": index.get("port") or int(base_port) + position,
             "packages_dir": (str(index["packages_dir"]).rstrip("/") if index.get("packages_dir")
-                             else (packages_dir if main else posixpath.join(indexes_dir, name))),
-            "read": index.get("read", "authenticated"),
-            "upload": index.get("upload", "authenticated"),
+                             else (str(packages_dir).rstrip("/") if main
+                                   else posixpath.join(str(indexes_dir), name))),
+            "read": read,
+            "upload": upload,
+            "anonymous": read == "anonymous",
+            "readers": sorted(readers),
+            "uploaders": sorted(uploaders),
+            "readers_file": posixpath.join(str(users_dir), name + "-readers.htpasswd"),
+            "uploaders_file": posixpath.join(str(users_dir), name + "-uploaders.htpasswd"),
+            "health_endpoint": str(health_endpoint),
+            "health_path": path + str(health_endpoint).lstrip("/"),
         })
     return layout
 
@@ -45,8 +72,30 @@ def _nested(outer, inner):
     return inner != outer and inner.startswith(outer.rstrip("/") + "/")
 
 
-def index_problems(layout):
-    """What is wrong with a layout from index_layout, one sentence per problem; [] when fine."""
+def _rights_problems(index, present):
+    problems = []
+    read, upload = index["read"], index["upload"]
+    if not (read in ("anonymous", "authenticated") or
+            (isinstance(read, list) and all(isinstance(n, str) for n in read))):
+        problems.append(f"index {index['name']!r} has read {read!r}: use 'anonymous', 'authenticated' or a list "
+                        "of user names.")
+    if not (upload == "authenticated" or (isinstance(upload, list) and all(isinstance(n, str) for n in upload))):
+        problems.append(f"index {index['name']!r} has upload {upload!r}: use 'authenticated' or a list of user "
+                        "names ([] for nobody).")
+    for kind in RIGHTS:
+        names = index[kind] if isinstance(index[kind], list) else []
+        for name in names:
+            if isinstance(name, str) and name not in present:
+                problems.append(f"index {index['name']!r} gives {kind} rights to {name!r}, who is not a present "
+                                "user in pypi_users. Add the user, or take the name out of the index.")
+    return problems
+
+
+def index_problems(layout, users=None):
+    """What is wrong with a layout from index_layout, one sentence per problem; [] when fine.
+
+    With users (pypi_users), the rights are checked too: each name must be a present user.
+    """
     problems = []
     if not layout:
         return ["pypi_indexes is empty; leave it unset for one private index at /, or list at least one."]
@@ -75,6 +124,8 @@ def index_problems(layout):
                 f"index {index['name']!r} has packages_dir {index['packages_dir']!r}: use an absolute "
                 "path of letters, digits and . _ - /."
             )
+        if users is not None:
+            problems.extend(_rights_problems(index, _present(users)))
 
     for position, first in enumerate(layout):
         for second in layout[position + 1:]:

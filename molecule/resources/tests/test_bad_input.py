@@ -13,7 +13,10 @@ testinfra_hosts = ["ansible://pypi_servers"]
 
 BAD_INPUTS = [
     # (extra vars as JSON, text the error must contain)
-    ('{"pypiserver_port": 80}', "pypiserver_port"),
+    ('{"pypi_base_port": 80}', "pypi_indexes: index 'main' has port 80"),
+    # A layout setting of 0.2.0, now read by the layout role under a collection-wide name.
+    ('{"pypiserver_port": 8080}', "pypiserver_port is now pypi_base_port"),
+    ('{"pypi_indexes": [{"name": "main", "read": ["nobody"]}]}', "gives read rights to 'nobody'"),
     ('{"pypiserver_authenticate": ["upload"]}', "pypiserver_authenticate"),
     ('{"pypiserver_pip_requirements": ["pypiserver==2.4.2", "waitress"]}', "pypiserver_pip_requirements"),
     ('{"pypiserver_fallback_url": "pypi.org"}', "pypiserver_fallback_url"),

@@ -43,6 +43,9 @@ def test_an_index_is_added_then_removed_and_its_packages_are_kept(host, test_var
 
     rc, output, _ = run_playbook(name, project_playbook("site.yml"), {"pypi_indexes": added})
     assert rc == 0, output[-3000:]
+    # Every check ran once: in site.yml's pre_tasks, not again inside the roles.
+    assert output.count("preflight | Assert the host is one this role supports") == 1, output[-3000:]
+    assert output.count("Assert the indexes have usable names, paths, ports, directories and rights") == 1
     assert host.service("pypiserver@customer-c").is_running
     # The indexes already there were not restarted.
     assert pids == {i: host.check_output(f"systemctl show --value --property=MainPID pypiserver@{i}") for i in LAYOUT}
@@ -59,6 +62,8 @@ def test_an_index_is_added_then_removed_and_its_packages_are_kept(host, test_var
     rc, output, _ = run_playbook(name, project_playbook("site.yml"))
     assert rc == 0, output[-3000:]
     assert "Index customer-c is no longer in pypi_indexes" in output and "not deleted" in output
+    # The message names where this index's files are, as its unit said.
+    assert "they stay in /srv/pypi/indexes/customer-c." in " ".join(output.split())
     service = host.service("pypiserver@customer-c")
     assert not service.is_running and not service.is_enabled
     assert host.file(stored).sha256sum == checksum

@@ -8,15 +8,59 @@ INDEXES = "/srv/pypi/indexes"
 PORT = 8080
 
 
-def layout(indexes):
-    return index_layout(indexes, PACKAGES, INDEXES, PORT)
+USERS = [{"name": "alice", "password": "secret-a"}, {"name": "bob", "password": "secret-b"},
+         {"name": "mallory", "state": "absent"}]
+
+
+def layout(indexes, users=USERS):
+    return index_layout(indexes, users=users, packages_dir=PACKAGES, indexes_dir=INDEXES, base_port=PORT)
 
 
 def test_main_alone_keeps_the_single_index_layout():
     assert layout([{"name": "main"}]) == [{
         "name": "main", "path": "/", "port": 8080, "packages_dir": PACKAGES,
-        "read": "authenticated", "upload": "authenticated",
+        "read": "authenticated", "upload": "authenticated", "anonymous": False,
+        "readers": ["alice", "bob"], "uploaders": ["alice", "bob"],
+        "readers_file": "/etc/pypi-users/main-readers.htpasswd",
+        "uploaders_file": "/etc/pypi-users/main-uploaders.htpasswd",
+        "health_endpoint": "/health", "health_path": "/health",
     }]
+
+
+def test_none_is_the_default_single_private_index():
+    assert [i["name"] for i in index_layout(None)] == ["main"]
+    assert index_layout(None)[0]["packages_dir"] == "/srv/pypi/packages"
+
+
+def test_rights_resolve_to_present_users_and_uploaders_may_read():
+    public, private = layout([{"name": "public", "read": "anonymous", "upload": ["bob"]},
+                              {"name": "private", "read": ["alice"], "upload": ["bob"]}])
+    assert public["anonymous"] and public["uploaders"] == ["bob"]
+    assert private["readers"] == ["alice", "bob"] and not private["anonymous"]
+    assert private["health_path"] == "/private/health"
+    assert private["readers_file"] == "/etc/pypi-users/private-readers.htpasswd"
+
+
+def test_no_password_reaches_the_layout_or_a_problem():
+    result = layout([{"name": "a", "read": ["nobody"]}])
+    text = repr(result) + repr(index_problems(result, USERS))
+    assert "secret" not in text and "nobody" in text
+
+
+@pytest.mark.parametrize("index,expected", [
+    ({"name": "a", "read": ["carol"]}, "gives read rights to 'carol', who is not a present user"),
+    ({"name": "a", "upload": ["mallory"]}, "gives upload rights to 'mallory', who is not a present user"),
+    ({"name": "a", "read": "everyone"}, "has read 'everyone'"),
+    ({"name": "a", "upload": "anonymous"}, "has upload 'anonymous'"),
+    ({"name": "a", "read": {"alice": 1}}, "has read {'alice': 1}"),
+])
+def test_each_rights_problem_is_named(index, expected):
+    problems = index_problems(layout([index]), USERS)
+    assert any(expected in p for p in problems), problems
+
+
+def test_rights_are_not_checked_without_users():
+    assert index_problems(layout([{"name": "a", "read": ["carol"]}])) == []
 
 
 def test_other_indexes_get_their_own_path_port_and_directory():
