@@ -20,21 +20,7 @@ GROUP_VARS_DIR = os.path.join(PROJECT, "molecule", "resources", "inventory", "gr
 VAULT_FILE = os.path.join(GROUP_VARS_DIR, "vault.yml")
 GROUP_VARS = os.path.join(GROUP_VARS_DIR, "main.yml")
 USERS_DIR = "/etc/pypi-users"
-# Test files that belong to some scenarios only. Every other file checks the full stack with
-# one index at "/" and runs in the scenarios that converge it (not in those below, which
-# exist for one inventory and run only their own files).
-ONLY_IN = {
-    "test_indexes.py": {"indexes"},
-    "test_indexes_server.py": {"indexes"},
-    "test_upgrade_layout.py": {"default"},
-    # Preflight checks: Ansible's logic, the same on every Debian release.
-    "test_bad_input.py": {"default"},
-    "test_upgrade_version.py": {"upgrade"},
-    "test_supervisor.py": {"supervisor"},
-    # Restarts the container: wherever the full stack runs on the data volume.
-    "test_boot.py": {"default", "debian13", "supervisor"},
-}
-OWN_FILES_ONLY_SCENARIOS = {"indexes", "upgrade", "supervisor"}
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_configure(config):
@@ -42,22 +28,33 @@ def pytest_configure(config):
                             "Ansible decides the same way on every Debian release, so debian13 need not repeat it.")
 
 
-def _applies_here(item):
-    scenario = os.environ.get("MOLECULE_SCENARIO_NAME")
+def scenario_test_files():
+    """The files the scenario's molecule.yml lists (verifier.env.CHEESESHOP_TEST_FILES), checked."""
+    listed = os.environ.get("CHEESESHOP_TEST_FILES", "").split()
+    if not listed:
+        raise pytest.UsageError(
+            f"scenario {os.environ.get('MOLECULE_SCENARIO_NAME')!r} lists no test files: set "
+            "verifier.env.CHEESESHOP_TEST_FILES in its molecule.yml")
+    missing = [name for name in listed if not os.path.isfile(os.path.join(TESTS_DIR, name))]
+    if missing:
+        raise pytest.UsageError(f"CHEESESHOP_TEST_FILES names files that do not exist in {TESTS_DIR}: {missing}")
+    return set(listed)
+
+
+def _applies_here(item, files):
     marker = item.get_closest_marker("scenarios")
-    if marker and scenario not in marker.args:
+    if marker and os.environ.get("MOLECULE_SCENARIO_NAME") not in marker.args:
         return False
-    if item.path.name in ONLY_IN:
-        return scenario in ONLY_IN[item.path.name]
-    return scenario not in OWN_FILES_ONLY_SCENARIOS
+    return item.path.name in files
 
 
 def pytest_collection_modifyitems(config, items):
-    """Deselect the tests that do not fit this scenario (molecule names every file)."""
-    other = [item for item in items if not _applies_here(item)]
+    """Keep the scenario's own files (molecule names every file in the directory)."""
+    files = scenario_test_files()
+    other = [item for item in items if not _applies_here(item, files)]
     if other:
         config.hook.pytest_deselected(items=other)
-        items[:] = [item for item in items if _applies_here(item)]
+        items[:] = [item for item in items if _applies_here(item, files)]
 
 
 @pytest.fixture(scope="module")
@@ -257,9 +254,23 @@ def https_upload(host, test_vars, server, ca, path, user, index_path="/"):
     )
 
 
+_last_version = [0]
+
+
 def version():
-    """A version no earlier run used, so reruns never collide with stored files."""
-    return f"3.0.{time.time_ns() // 1000}"
+    """A version no earlier run used and no other call returns, so uploads never collide.
+
+    Microseconds alone repeat when two calls fall in the same one (seen 44 times in 100)."""
+    _last_version[0] = max(time.time_ns() // 1000, _last_version[0] + 1)
+    return f"3.0.{_last_version[0]}"
+
+
+def twine_status(run):
+    """The HTTP status of twine's error line ("HTTPError: 403 Forbidden from ..."), or None.
+
+    Read from that line only: a bare "403" in twine's output could be part of a version."""
+    found = re.findall(r"HTTPError: (\d{3}) ", run.stdout + run.stderr)
+    return int(found[-1]) if found else None
 
 
 # --- The host as a machine: its name, its devices, its boots -------------------------------

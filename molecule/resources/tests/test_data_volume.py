@@ -59,27 +59,48 @@ def test_upload_lands_on_the_volume(host, test_vars, credentials, wheel):
     assert host.check_output(f"findmnt --noheadings --output SOURCE --target {stored}") == DATA
 
 
-@pytest.mark.parametrize("content", ["ext2 filesystem", "dos partition table"])
-def test_device_holding_something_else_is_refused_and_kept(host, name, content):
+REFUSALS = ["ext2 filesystem", "dos partition table", "LUKS header", "mounted elsewhere", "files under the mount point"]
+
+
+@pytest.mark.parametrize("content", REFUSALS)
+def test_device_holding_something_else_is_refused_and_kept(host, name, fstype, content):
+    extra = {"pypi_data_device": SPARE}
     if content == "ext2 filesystem":
         make_filesystem(host, "ext2", SPARE)
         host.check_output(f"mkdir -p /mnt/spare && mount {SPARE} /mnt/spare && "
                           "head -c 100000 /dev/urandom > /mnt/spare/data && umount /mnt/spare")
         expected = "holds ext2"
-    else:
+    elif content == "dos partition table":
         host.check_output(f"wipefs -q -a {SPARE} && printf 'label: dos\\n,,L\\n' | "
                           f"sfdisk --quiet --no-reread --no-tell-kernel {SPARE}")
         expected = "holds a dos partition table"
+    elif content == "LUKS header":
+        # The start of a LUKS1 header (magic and version) is what blkid reads as an encrypted volume.
+        host.check_output(f"wipefs -q -a {SPARE} && printf 'LUKS\\272\\276\\000\\001' | "
+                          f"dd of={SPARE} conv=notrunc status=none")
+        expected = "holds crypto_LUKS (crypto)"
+    elif content == "mounted elsewhere":
+        make_filesystem(host, fstype, SPARE)
+        host.check_output(f"mkdir -p /mnt/spare && mount {SPARE} /mnt/spare")
+        expected = "is mounted at /mnt/spare"
+    else:
+        # A blank device for a mount point that already holds files: mounting would hide them.
+        host.check_output(f"wipefs -q -a {SPARE} && mkdir -p /srv/other && touch /srv/other/stray")
+        extra.update({"data_volume_mount_point": "/srv/other", "pypi_packages_dir": "/srv/other/packages",
+                      "pypi_indexes_dir": "/srv/other/indexes"})
+        expected = "/srv/other is not a mount point yet but holds stray"
     before = host.check_output(f"sha256sum < {SPARE}")
     unit_before = host.file("/etc/systemd/system/srv-pypi.mount").content_string
-
-    rc, out, _ = run_playbook(name, SITE, {"pypi_data_device": SPARE}, tags="data_volume")
-
-    assert rc != 0, out
-    assert expected in out and "nothing was changed" in out, out
-    assert host.check_output(f"sha256sum < {SPARE}") == before
-    assert host.file("/etc/systemd/system/srv-pypi.mount").content_string == unit_before
-    assert source_of(host, DATA_ROOT) == DATA
+    try:
+        rc, out, _ = run_playbook(name, SITE, extra, tags="data_volume")
+        assert rc != 0, out
+        assert expected in " ".join(out.split()) and "nothing was changed" in out.lower(), out
+        if content != "mounted elsewhere":  # a mounted ext4 writes its own superblock and journal
+            assert host.check_output(f"sha256sum < {SPARE}") == before
+        assert host.file("/etc/systemd/system/srv-pypi.mount").content_string == unit_before
+        assert source_of(host, DATA_ROOT) == DATA
+    finally:
+        host.run("umount /mnt/spare; rm -rf /srv/other")
 
 
 @pytest.mark.scenarios("default")

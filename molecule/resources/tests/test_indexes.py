@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 
-from conftest import body, client_wheel, first_file_url, headers, https_upload, status, version
+from conftest import body, client_wheel, first_file_url, headers, https_upload, status, twine_status, version
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -63,17 +63,17 @@ def test_customer_cannot_list_download_or_upload_in_another_customers_index(
     assert status(host, curl, file_b, alice) == 401
     run = https_upload(host, test_vars, server, ca, client_wheel(host, "cheeseshop-intruder", version()), alice,
                        PATHS["customer-b"])
-    assert run.rc != 0 and "401" in run.stdout + run.stderr
+    assert run.rc != 0 and twine_status(run) == 401, run.stdout + run.stderr
     assert "cheeseshop-intruder" not in body(host, curl, page(server, "customer-b"), user("customer-b-dev"))
 
 
 def test_reader_cannot_upload_and_publisher_only_writes_its_index(host, test_vars, server, ca, user):
     run = https_upload(host, test_vars, server, ca, client_wheel(host, "cheeseshop-ci-upload", version()),
                        user("customer-a-ci"), PATHS["customer-a"])
-    assert run.rc != 0 and "403" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert run.rc != 0 and twine_status(run) == 403, run.stdout + run.stderr
     run = https_upload(host, test_vars, server, ca, client_wheel(host, "cheeseshop-bot-upload", version()),
                        user("release-bot"), PATHS["customer-a"])
-    assert run.rc != 0 and "401" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert run.rc != 0 and twine_status(run) == 401, run.stdout + run.stderr
     anonymous = host.run(
         f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive --disable-progress-bar "
         f"--cert {test_vars['cheeseshop_client_ca']} --repository-url https://{server}/public/ "

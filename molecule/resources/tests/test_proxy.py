@@ -13,7 +13,8 @@ import time
 import pytest
 
 from conftest import (body, client_wheel as make_wheel, first_file_url, headers, https_upload as upload,
-                      project_playbook, run_playbook, served_while_pypiserver_is_down, status, version)
+                      project_playbook, run_playbook, served_while_pypiserver_is_down, status, twine_status,
+                      version)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -141,7 +142,7 @@ def test_file_copied_in_by_hand_is_listed_after_the_cache_time_also_from_cache(h
 
 def test_reader_cannot_upload_through_the_proxy(host, test_vars, server, ca, reader):
     run = upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-denied", version()), reader)
-    assert run.rc != 0 and "403" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert run.rc != 0 and twine_status(run) == 403, run.stdout + run.stderr
 
 
 def test_100_mb_upload_works(host, test_vars, server, ca, uploader, curl, reader):
@@ -160,6 +161,30 @@ def test_100_mb_upload_works(host, test_vars, server, ca, uploader, curl, reader
         assert int(size) == host.file(path).size
     finally:
         host.run(f"rm -rf /var/tmp/proxy-{ver}")
+
+
+@pytest.mark.scenarios("default")
+def test_upload_over_the_limit_is_413_and_a_new_limit_reloads_nginx(host, test_vars, server, ca, uploader):
+    """nginx_proxy_client_max_body_size is the limit clients meet: a changed limit rewrites
+    nginx.conf and reloads nginx (the same master process), and an upload over it gets 413 from
+    nginx, before pypiserver sees it. Then the scenario's own limit comes back."""
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    master = server_host.check_output("systemctl show --value --property=MainPID nginx")
+    ver = version()
+    path = make_wheel(host, "cheeseshop-too-big", ver, payload_mb=2)
+    try:
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), {"nginx_proxy_client_max_body_size": "1m"},
+                                     tags="nginx_proxy")
+        assert rc == 0, output[-3000:]
+        assert server_host.check_output("systemctl show --value --property=MainPID nginx") == master
+        run = upload(host, test_vars, server, ca, path, uploader)
+        assert run.rc != 0 and twine_status(run) == 413, run.stdout + run.stderr
+        assert not server_host.file(f"/srv/pypi/packages/{path.rsplit('/', 1)[1]}").exists
+    finally:
+        host.run(f"rm -rf /var/tmp/proxy-{ver}")
+        rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="nginx_proxy")
+        assert rc == 0, output[-3000:]
+    assert server_host.check_output("systemctl show --value --property=MainPID nginx") == master
 
 
 def test_package_file_headers(host, curl, server, reader):

@@ -95,6 +95,18 @@ def test_nginx_sandbox_can_be_turned_off_and_on_again(host):
     assert host.file(SANDBOX).exists and master_capabilities(host) == sandboxed
 
 
+def test_tls_material_is_root_only(host):
+    """The keys (the local CA's too) are readable by root alone; nginx's master reads them."""
+    directory = host.file("/etc/pypi-tls")
+    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
+    keys = host.check_output("find /etc/pypi-tls -name '*.key'").split()
+    assert keys, "no key in /etc/pypi-tls"
+    for key in keys:
+        f = host.file(key)
+        assert (f.user, f.group, f.mode) == ("root", "root", 0o600), key
+    assert host.run("runuser -u www-data -- ls /etc/pypi-tls").rc != 0
+
+
 def test_restarts_after_a_crash(host):
     before = main_pid(host)
     host.check_output(f"kill -9 {before}")
