@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCENARIOS ?= $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
 
-.PHONY: help venv docker lint unit build sanity test scenario demo demo-down bench timings lock clean
+.PHONY: help venv docker lint unit build sanity docs test scenario demo demo-down bench timings lock clean
 
 help:
 	@echo "make demo       bring up a local private index in a container and print how to use it"
@@ -22,6 +22,7 @@ help:
 	@echo "                declared collection dependencies, inventories"
 	@echo "make build      build the collection; install it on ansible-core alone with its dependencies"
 	@echo "make sanity     ansible-test sanity on the built artifact (Python 3.11; needs only PyPI)"
+	@echo "make docs       regenerate docs/roles/*.md from each role's meta/argument_specs.yml"
 	@echo "make unit       unit tests of the collection's modules (no Docker)"
 
 $(BIN)/molecule: requirements-dev.txt
@@ -48,8 +49,11 @@ lint: venv
 	  $(BIN)/ansible-lint --profile production --strict
 	$(BIN)/python tools/check-argument-specs roles
 	$(BIN)/python -m pyflakes molecule/resources/tests tests plugins tools/timings tools/bench \
-	  tools/check-argument-specs tools/check-doc tools/check-dependencies tools/check-core-install
+	  tools/check-argument-specs tools/check-doc tools/check-dependencies tools/check-core-install \
+	  tools/role-docs tools/check-scenario-tests
 	$(BIN)/python tools/check-dependencies
+	$(BIN)/python tools/check-scenario-tests
+	$(BIN)/python tools/role-docs --check
 	tools/check-inventories
 
 # Modules run against this machine's real libcrypt; the import path is the linked collection.
@@ -77,6 +81,10 @@ build: venv
 # What Galaxy and Automation Hub publishing rely on; see tools/sanity for the offline pip bootstrap.
 sanity: venv
 	tools/sanity
+
+# The role variable pages are generated: edit argument_specs (or the role's README), then this.
+docs: venv
+	$(BIN)/python tools/role-docs
 
 test: lint unit build sanity docker
 	tools/run-scenarios $(SCENARIOS)
