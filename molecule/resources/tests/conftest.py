@@ -236,6 +236,8 @@ def served_while_pypiserver_is_down(host, curl, base, project, reader, server_ho
         if status(host, curl, f"{base}/health") == 200:
             break
         time.sleep(0.2)
+    else:
+        pytest.fail("the health endpoint did not answer 200 within 10 s of pypiserver's start")
     assert status(host, curl, page, reader) == 200
 
 
