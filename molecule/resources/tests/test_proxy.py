@@ -116,6 +116,20 @@ def test_accept_variants_are_cached_apart(host, curl, server, reader):
     assert "x-cache-status: miss" in headers(host, curl, url, reader, "-H 'Accept: text/html'")
 
 
+def test_xmlrpc_is_not_exposed_and_a_readers_post_does_not_empty_the_cache(host, curl, server, reader):
+    """Security review #27, finding 2: any reader's (on a public index, anyone's) XML-RPC POST to
+    /RPC2 got 200 from pypiserver, and any 200 to a POST started a new cache generation: one
+    request emptied every cached page of every index. /RPC2 is now 404, and only a successful
+    POST to the index's own path (an upload or removal) starts a new generation."""
+    url = f"https://{server}/simple/cheeseshop-probe/?generation={time.time_ns()}"
+    body(host, curl, url, reader)
+    assert "x-cache-status: hit" in headers(host, curl, url, reader)
+    call = ("-X POST -H 'Content-Type: text/xml' --data "
+            "'<?xml version=\"1.0\"?><methodCall><methodName>list_packages</methodName></methodCall>'")
+    assert status(host, curl, f"https://{server}/RPC2", reader, call) == 404
+    assert "x-cache-status: hit" in headers(host, curl, url, reader)
+
+
 # --- Uploads, freshness, files ------------------------------------------------------------
 
 def test_upload_is_listed_at_once(host, test_vars, curl, server, ca, uploader, reader):
@@ -197,6 +211,18 @@ def test_upload_over_the_limit_is_413_and_a_new_limit_reloads_nginx(host, test_v
         rc, output, _ = run_playbook(server, project_playbook("site.yml"), tags="nginx_proxy")
         assert rc == 0, output[-3000:]
     assert server_host.check_output("systemctl show --value --property=MainPID nginx") == master
+
+
+def test_error_answers_for_files_are_not_marked_cacheable(host, curl, server, reader):
+    """Security review #27, finding 7: the 401 of a package file (anonymous, on a private index)
+    carried `Cache-Control: ... immutable`: a shared proxy or a client cache would keep it for a
+    year. Only a file's successful answer has it now. (The 416 still does: nginx's range filter
+    turns the 200 into a 416 after the headers were set; open in #27.)"""
+    file_url = first_file_url(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
+    anonymous = headers(host, curl, file_url)
+    assert anonymous.startswith("http/2 401") and "immutable" not in anonymous, anonymous
+    whole = headers(host, curl, file_url, reader)
+    assert whole.startswith("http/2 200") and whole.count("immutable") == 1, whole
 
 
 def test_package_file_headers(host, curl, server, reader):
