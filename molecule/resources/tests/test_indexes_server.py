@@ -58,6 +58,8 @@ def test_an_index_is_added_then_removed_and_its_packages_are_kept(host, test_var
     assert https_status(host, "/private/customer-c/simple/cheeseshop-customer-c/", bob) == 200
     stored = f"/srv/pypi/indexes/customer-c/cheeseshop_customer_c-{ver}-py3-none-any.whl"
     checksum = host.file(stored).sha256sum
+    user_files = [f"/etc/pypi-users/customer-c-{kind}.htpasswd" for kind in ("readers", "uploaders")]
+    assert all(bob[0] + ":" in host.file(path).content_string for path in user_files)
 
     rc, output, _ = run_playbook(name, project_playbook("site.yml"))
     assert rc == 0, output[-3000:]
@@ -67,6 +69,8 @@ def test_an_index_is_added_then_removed_and_its_packages_are_kept(host, test_var
     service = host.service("pypiserver@customer-c")
     assert not service.is_running and not service.is_enabled
     assert host.file(stored).sha256sum == checksum
+    # Who could read or upload there is not kept (#27, finding 8).
+    assert not any(host.file(path).exists for path in user_files)
     assert https_status(host, "/private/customer-c/simple/", bob) == 404
     assert https_status(host, "/private/customer-b/simple/", bob) == 200
 
