@@ -5,7 +5,9 @@ public (/public/) is read by anyone and written by release-bot; customer-a
 (/private/customer-a/) is read by customer-a-dev and customer-a-ci and written by
 customer-a-dev; customer-b (/private/customer-b/) belongs to customer-b-dev.
 """
+import os
 import shlex
+import time
 
 import pytest
 
@@ -50,6 +52,14 @@ def test_anonymous_reads_public_and_nothing_else(host, curl, server, published):
     # Outside the indexes' paths there is nothing, and the answer names no index.
     for path in ("/", "/simple/", "/private/", "/packages/"):
         assert status(host, curl, f"https://{server}{path}") == 404
+
+
+def test_an_index_bare_path_answers_as_an_unknown_one(host, curl, server):
+    """Security review #27, finding 8: /private/customer-a (no slash) answered 301 where an
+    unknown /private/customer-z answered 404, so index names could be guessed."""
+    for path in ("/private/customer-a", "/private/customer-z", "/public"):
+        head = headers(host, curl, f"https://{server}{path}")
+        assert head.startswith("http/2 404") and "location:" not in head, (path, head)
 
 
 def test_customer_cannot_list_download_or_upload_in_another_customers_index(
@@ -102,7 +112,8 @@ def test_redirect_for_unnormalised_name_keeps_the_index_path(host, curl, server,
         name = published[index][0].replace("-", "_").title()
         head = headers(host, curl, page(server, index, name), reader)
         assert head.startswith("http/2 301"), head
-        assert f"location: https://{server}{PATHS[index]}simple/{published[index][0]}/\r" in head, head
+        # Relative: a redirect names no host, so no Host header a client sends comes back (#27).
+        assert f"location: {PATHS[index]}simple/{published[index][0]}/\r" in head, head
     followed = host.check_output(f"{curl} -L -u {shlex.quote(alice[0] + ':' + alice[1])} "
                                  f"{shlex.quote(page(server, 'customer-a', unnormalised))}")
     assert f"/private/customer-a/packages/{project.replace('-', '_')}-" in followed
@@ -138,3 +149,21 @@ def test_a_page_cached_for_one_customer_is_never_served_to_another(host, curl, s
     assert "x-cache-status: hit" in headers(host, curl, url, alice)
     assert status(host, curl, url, bob) == 401
     assert status(host, curl, url) == 401
+
+
+def test_client_addresses_behind_a_trusted_balancer_are_counted_apart(host, curl, server):
+    """#27: behind a load balancer every client arrived as the balancer's address, so the
+    failure counts (and the log) lumped them together. From the addresses in
+    nginx_proxy_trusted_proxies (this client, here) X-Forwarded-For gives the client: one
+    client's wrong passwords bar a name for that client only, and the log names it."""
+    page = f"https://{server}/private/customer-a/simple/"
+    name = f"xff-probe-{version()}"
+    flooder, neighbour = " -H 'X-Forwarded-For: 203.0.113.1'", " -H 'X-Forwarded-For: 10.9.8.7, 203.0.113.2'"
+    codes = [status(host, curl, page, (name, f"guess-{n}"), flooder) for n in range(21)]
+    assert codes == [401] * 20 + [429], codes
+    assert status(host, curl, page, (name, "guess-x"), neighbour) == 401
+    assert status(host, curl, page, (name, "guess-y"), flooder) == 429
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    time.sleep(1.5)  # the access log is written at least every second
+    log = server_host.check_output(f"grep -F -- {shlex.quote(name)} /var/log/nginx/pypi-access.log | cut -d' ' -f1 | sort | uniq -c")
+    assert sorted(line.split()[1] for line in log.splitlines()) == ["203.0.113.1", "203.0.113.2"], log

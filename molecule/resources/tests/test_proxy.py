@@ -5,10 +5,13 @@ proxy_cache_valid any 5m;`) each have a test here that fails on it: a cached 401
 out, a page or file served to an anonymous client after a user fetched it, an upload invisible
 for minutes, and uploads over 1 MB refused.
 """
+import base64
 import os
+import re
 import shlex
 import subprocess
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -76,6 +79,9 @@ def test_served_certificate_is_not_a_ca(host, server, ca):
     text = host.check_output(f"openssl s_client -connect {server}:443 -servername {server} </dev/null "
                              f"2>/dev/null | openssl x509 -noout -text")
     assert "CA:FALSE" in text and f"DNS:{server}" in text
+    # Security review #27, finding 8: it named the host's internal addresses too.
+    addresses = sorted(re.findall(r"IP Address:([0-9A-Fa-f.:]+)", text))
+    assert addresses == ["0:0:0:0:0:0:0:1", "127.0.0.1"], addresses
 
 
 # --- Who may read ----------------------------------------------------------------------
@@ -166,6 +172,67 @@ def test_file_copied_in_by_hand_is_listed_after_the_cache_time_also_from_cache(h
         server_host.check_output(f"rm -f {by_hand}")
 
 
+def form_upload(host, curl, server, user, path, name, ver, filename):
+    """An upload as an attacker sends it, with curl: the form's project name and the file name
+    are whatever the caller says. The HTTP status and the answer's text."""
+    out = host.check_output(
+        f"{curl} -u {shlex.quote(user[0] + ':' + user[1])} -w '\\n%{{http_code}}' "
+        f"-F ':action=file_upload' -F protocol_version=1 -F {shlex.quote('name=' + name)} "
+        f"-F {shlex.quote('version=' + ver)} -F {shlex.quote(f'content=@{path};filename={filename}')} "
+        f"https://{server}/")
+    text, code = out.rsplit("\n", 1)
+    return int(code), text
+
+
+def test_hidden_or_misnamed_uploads_are_refused(host, curl, server, uploader, reader):
+    """Security review #27, finding 6: an uploader's `.name-1.0.tar.gz` got 200, was listed
+    nowhere, yet downloadable, and no removal reached it; a file under another project's name
+    was taken too. nginx now refuses both with 400 before pypiserver stores anything, and the
+    same form with a proper name still goes through."""
+    ver = version()
+    path = make_wheel(host, "cheeseshop-probe", ver)
+    good = f"cheeseshop_probe-{ver}-py3-none-any.whl"
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    refused = {
+        "." + good: "cheeseshop-probe",
+        f"cheeseshop_probe-{ver}-py3-none-any.whl": "another-project",
+        f"cheeseshop_probe-{ver}.exe": "cheeseshop-probe",
+        f"../cheeseshop_probe-{ver}-py3-none-any.whl": "cheeseshop-probe",
+    }
+    for filename, name in refused.items():
+        code, text = form_upload(host, curl, server, uploader, path, name, ver, filename)
+        assert code == 400 and text.startswith("400 Bad upload: "), (filename, name, code, text)
+        assert server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").rc == 1
+        assert status(host, curl, f"https://{server}/packages/{filename}", reader) == 404
+    code, text = form_upload(host, curl, server, uploader, path, "Cheeseshop.Probe", ver, good)
+    assert code == 200, (code, text)
+    assert good in body(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
+
+
+def test_a_form_that_hides_a_second_file_from_a_plain_reader_is_refused(host, curl, server, uploader):
+    """pypiserver reads forms with cgi, which ends lines at a bare LF and keeps the last file of
+    a field: a delimiter hidden in the description opens a second content file for it. The
+    check reads forms as cgi does (tests/unit/lua) and refuses this one; nothing is stored."""
+    ver, boundary = version(), "cheeseshop-probe-boundary"
+    good = f"cheeseshop_probe-{ver}-py3-none-any.whl"
+
+    def part(name, value, filename=""):
+        file = f'; filename="{filename}"' if filename else ""
+        return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{file}\r\n\r\n{value}\r\n'
+    hidden = (f'README\n--{boundary}\nContent-Disposition: form-data; name="content"; '
+              f'filename=".{good}"\n\nhidden')
+    body = (part(":action", "file_upload") + part("name", "cheeseshop-probe") + part("version", ver)
+            + part("content", "PK", good) + part("description", hidden) + f"--{boundary}--\r\n")
+    path = f"/var/tmp/hidden-form-{ver}"
+    host.check_output(f"printf '%s' {shlex.quote(body)} > {path}")
+    out = host.check_output(
+        f"{curl} -u {shlex.quote(uploader[0] + ':' + uploader[1])} -w '\\n%{{http_code}}' "
+        f"-H 'Content-Type: multipart/form-data; boundary={boundary}' --data-binary @{path} https://{server}/")
+    assert out.endswith("\n400") and "Bad upload" in out, out
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    assert server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").rc == 1
+
+
 def test_reader_cannot_upload_through_the_proxy(host, test_vars, server, ca, reader):
     run = upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-denied", version()), reader)
     assert run.rc != 0 and twine_status(run) == 403, run.stdout + run.stderr
@@ -216,13 +283,16 @@ def test_upload_over_the_limit_is_413_and_a_new_limit_reloads_nginx(host, test_v
 def test_error_answers_for_files_are_not_marked_cacheable(host, curl, server, reader):
     """Security review #27, finding 7: the 401 of a package file (anonymous, on a private index)
     carried `Cache-Control: ... immutable`: a shared proxy or a client cache would keep it for a
-    year. Only a file's successful answer has it now. (The 416 still does: nginx's range filter
-    turns the 200 into a 416 after the headers were set; open in #27.)"""
+    year, and the 416 of a range past the end carried it twice. Only a file's successful
+    answers (200, 206) have it now, once."""
     file_url = first_file_url(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
     anonymous = headers(host, curl, file_url)
     assert anonymous.startswith("http/2 401") and "immutable" not in anonymous, anonymous
-    whole = headers(host, curl, file_url, reader)
-    assert whole.startswith("http/2 200") and whole.count("immutable") == 1, whole
+    past_the_end = headers(host, curl, file_url, reader, " -r 999999999-")
+    assert past_the_end.startswith("http/2 416") and "cache-control" not in past_the_end, past_the_end
+    for extra, code in (("", "200"), (" -r 0-9", "206")):
+        answer = headers(host, curl, file_url, reader, extra)
+        assert answer.startswith(f"http/2 {code}") and answer.count("immutable") == 1, answer
 
 
 def test_package_file_headers(host, curl, server, reader):
@@ -253,10 +323,54 @@ def test_pip_and_uv_install_over_https_with_only_the_ca(host, test_vars, server,
 
 
 def test_redirect_for_unnormalised_name_stays_on_https(host, curl, server, reader):
-    out = host.check_output(f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} -o /dev/null "
-                            f"-w '%{{http_code}} %{{redirect_url}}' https://{server}/simple/Cheeseshop_Probe/")
-    code, location = out.split(" ", 1)
-    assert code in ("301", "303") and location == f"https://{server}/simple/cheeseshop-probe/", out
+    """pypiserver's redirect is passed on without scheme and host: the client stays on the
+    HTTPS address it asked, whatever Host header it sent (#27, findings 1 and 5)."""
+    url = f"https://{server}/simple/Cheeseshop_Probe/"
+    head = headers(host, curl, url, reader, " -H 'Host: evil.example'")
+    assert head.startswith("http/2 301") and "location: /simple/cheeseshop-probe/\r" in head, head
+    out = host.check_output(f"{curl} -L -u {shlex.quote(reader[0] + ':' + reader[1])} -o /dev/null "
+                            f"-w '%{{num_redirects}} %{{http_code}} %{{url_effective}}' {url}")
+    redirects, code, effective = out.split(" ", 2)
+    # curl puts the user and password in the URL it followed: compare its parts without them.
+    followed = urlsplit(effective)
+    got = (redirects, code, followed.scheme, followed.hostname, followed.path)
+    assert got == ("1", "200", "https", server, "/simple/cheeseshop-probe/"), got
+
+
+# --- What nginx exposes -------------------------------------------------------------------
+
+def test_host_header_reaches_no_page(host, curl, server, reader):
+    """Security review #27, findings 1 and 5: pypiserver's JSON API and welcome page built
+    absolute URLs from the Host header (and always on http://), and the page cache served one
+    client's Host to everyone. Neither is exposed now, and no page depends on Host."""
+    evil = " -H 'Host: evil.example'"
+    pages = [f"https://{server}/", f"https://{server}/simple/", f"https://{server}/simple/cheeseshop-probe/"]
+    for url in pages:
+        poisoned = host.run(f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])}{evil} -D - {shlex.quote(url)}")
+        assert poisoned.rc == 0 and poisoned.stdout.startswith("HTTP/2 200"), (url, poisoned.stdout)
+        assert "evil" not in poisoned.stdout and "http://" not in poisoned.stdout, (url, poisoned.stdout)
+    for url in pages:
+        assert "evil" not in body(host, curl, url, reader)
+    for extra in ("", evil):
+        assert status(host, curl, f"https://{server}/cheeseshop-probe/json", reader, extra) == 404
+
+
+def test_welcome_text_tells_no_version_and_no_count(host, curl, server, reader):
+    """#27, finding 8: pypiserver's welcome page gave its version and the package count."""
+    text = body(host, curl, f"https://{server}/", reader)
+    assert text.startswith('cheeseshop.pypi: Python package index "main".'), text
+    assert "pypiserver" not in text and "version" not in text.lower() and "packages" not in text, text
+
+
+def test_only_the_simple_api_files_and_uploads_are_exposed(host, curl, server, reader):
+    """Every path of pypiserver's that no client needs answers 404, also to a reader: the file
+    listing, the JSON API, the XML-RPC endpoint, its health path, the root redirects."""
+    for path in ("/packages/", "/cheeseshop-probe", "/cheeseshop-probe/", "/cheeseshop-probe/json",
+                 "/favicon.ico", "/RPC2", "/health/x", "/simple/cheeseshop-probe/json"):
+        assert status(host, curl, f"https://{server}{path}", reader) == 404, path
+    head = headers(host, curl, f"https://{server}/simple", reader)
+    assert head.startswith("http/2 301") and "location: /simple/\r" in head, head
+    assert status(host, curl, f"https://{server}/", reader, " -X PUT") == 405
 
 
 # --- Configuration safety ---------------------------------------------------------------
@@ -421,6 +535,18 @@ def test_acme_certificate_from_a_real_acme_ca(host, server):
         restore_scenario_tls(host, server)
 
 
+def reload_nginx(server_host):
+    """A reload, waited for until no worker of before it is left."""
+    workers = "pgrep -P $(cat /run/nginx.pid) | sort"
+    before = set(server_host.check_output(workers).split())
+    server_host.check_output("systemctl reload nginx")
+    for _ in range(100):
+        if not before & set(server_host.check_output(workers).split()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nginx workers {before} still run 10 s after the reload")
+
+
 def restart_nginx(host, server):
     """A restart empties nginx's shared memory: no failure counted, no credential remembered."""
     server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
@@ -443,5 +569,57 @@ def test_wrong_password_flood_is_cut_off_without_locking_out_known_users(host, c
                                  f"-w '%{{http_code}} %{{time_total}}' {page}").split()
         assert held[0] == "429" and float(held[1]) >= 1.0, held
         assert status(host, curl, page, reader) == 200
+    finally:
+        restart_nginx(host, server)
+
+
+def test_other_names_wrong_passwords_from_the_same_address_bar_no_other_user(host, curl, server, reader):
+    """Security review #27, finding 3: failures were counted per address, so a flood of wrong
+    passwords from a shared address (a NAT, a CI runner, Docker's port publishing) barred every
+    user behind it whose credential nginx did not remember yet. Failures now count per user
+    name: the flooded name is barred, the reader's fresh credential from the same address is not."""
+    page = f"https://{server}/simple/"
+    restart_nginx(host, server)
+    try:
+        codes = [status(host, curl, page, ("someone-else", f"guess-{n}")) for n in range(21)]
+        assert codes == [401] * 20 + [429], codes
+        assert status(host, curl, page, reader) == 200  # never verified since the restart
+    finally:
+        restart_nginx(host, server)
+
+
+def test_x_forwarded_for_from_an_untrusted_client_changes_nothing(host, curl, server):
+    """With no trusted load balancer (nginx_proxy_trusted_proxies empty), a client that names a
+    new address in X-Forwarded-For for each guess is still one address: barred after 20."""
+    page = f"https://{server}/simple/"
+    name = f"xff-probe-{version()}"
+    codes = [status(host, curl, page, (name, f"guess-{n}"), f" -H 'X-Forwarded-For: 203.0.113.{n}'")
+             for n in range(21)]
+    assert codes == [401] * 20 + [429], codes
+
+
+def test_spellings_of_a_remembered_credential_are_one_credential_also_after_a_reload(
+        host, curl, server, reader):
+    """Security review #27, findings 3 and 4: every spelling of a valid header was a new key that
+    cost a fresh hash check, and a reload forgot every credential, so users behind a barred
+    address were refused until the window passed. The key is now the decoded name and password,
+    and the salt and memory outlive a reload: with the reader's own name barred by wrong
+    passwords, its credential in any spelling, before and after a reload, is still a 200."""
+    page = f"https://{server}/simple/"
+    token = base64.b64encode(f"{reader[0]}:{reader[1]}".encode()).decode()
+    spellings = [f"Basic {token}", f"basic {token}", f"BASIC   {token}  ", f"  Basic\t{token}"]
+    restart_nginx(host, server)
+    try:
+        assert status(host, curl, page, reader) == 200  # verified and remembered
+        codes = [status(host, curl, page, (reader[0], "not-the-password")) for _ in range(21)]
+        assert codes == [401] * 20 + [429], codes
+        server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+        for reload in (False, True):
+            if reload:
+                reload_nginx(server_host)
+            for spelling in spellings:
+                code = status(host, curl, page, None, f" -H {shlex.quote('Authorization: ' + spelling)}")
+                assert code == 200, (reload, spelling, code)
+        assert status(host, curl, page, (reader[0], "not-the-password")) == 429
     finally:
         restart_nginx(host, server)

@@ -5,23 +5,34 @@
 -- worker each time. Here a credential is verified with libcrypt (the same library auth_basic
 -- uses, called through LuaJIT's FFI) in nginx's thread pool, so that the worker serves other
 -- requests meanwhile (cheeseshop_crypt.lua), then remembered in a shared dictionary:
---   * keyed by a salted digest of the Authorization header, never by the header itself;
+--   * keyed by a salted digest of the decoded name and password, never by the header itself:
+--     every spelling of one credential ("basic", extra spaces) is the same key, so no reader
+--     can make the server check its password again and again;
 --   * bound to the current content of the users file: any change to it (a user removed, a
 --     password changed) makes every remembered credential for that file unknown at once.
 --     Each worker re-reads the file at most once a second, so a removal takes effect within
 --     about a second of the file changing, on every path;
---   * for at most REMEMBER seconds in any case;
---   * only successes are remembered. Failures are counted per client address, and past
---     FAIL_LIMIT in FAIL_WINDOW seconds that address gets 429 without any crypt() call, held
---     back FAIL_DELAY seconds (FAIL_HOLD of them at a time per address), so a flood of wrong
---     passwords cannot stall the workers or crowd out valid users. Remembered credentials pass before this check, from any address.
+--   * verified again after REMEMBER seconds; a credential verified within SEEN seconds (and
+--     the same file content) is "known" and is never barred by failures, as below;
+--   * kept across nginx reloads (the salt and the dictionary outlive a reload).
+-- Only successes are remembered. Failures are counted per user name: from one client address
+-- (FAIL_LIMIT in FAIL_WINDOW seconds) and from all addresses together (ACCOUNT_FAIL_LIMIT).
+-- Past either limit, a credential for that name that is not known gets 429 without any
+-- crypt() call, held back FAIL_DELAY seconds (FAIL_HOLD of them at a time per address). Many
+-- clients share one address (a NAT, a CI runner, a load balancer): one client's wrong
+-- passwords never bar another user's name, and a known credential passes whatever the flood.
+-- At most CHECKS_PER_ADDRESS password checks of one address run at a time, so that one
+-- address cannot take every thread of the pool.
 local M = {
   REFRESH = 1,
   REMEMBER = 60,
+  SEEN = 7 * 86400,
   FAIL_LIMIT = 20,
+  ACCOUNT_FAIL_LIMIT = 100,
   FAIL_WINDOW = 60,
   FAIL_DELAY = 1,
   FAIL_HOLD = 64,
+  CHECKS_PER_ADDRESS = 4,
   REALM = "private Python package index",
   THREAD_POOL = "cheeseshop_crypt",
 }
@@ -29,18 +40,25 @@ local M = {
 -- Checked when the name is unknown, so that a wrong name costs what a wrong password costs and
 -- the time of an answer does not tell which names exist. No password gives this hash.
 local DUMMY_HASH = "$2b$10$OcDymhgO6KN35LqkEHFSpuN4i9nNRMn3CjqKv5prUbTRtOXKwAJlm"
+-- Longer names are not looked up (htpasswd names are short); they count as failures.
+local MAX_NAME = 256
 
 local shared = ngx.shared.pypi_auth
 local files = {}   -- per worker: path -> { users = {name = hash}, digest = ..., read_at = ... }
-local salt         -- per nginx start, shared by the workers (set in init, before the fork)
+local salt         -- shared by the workers and kept across reloads (set in init, before the fork)
 
 function M.init(settings)
   for key, value in pairs(settings or {}) do
     M[key] = value
   end
-  local random = assert(io.open("/dev/urandom", "rb"))
-  salt = random:read(32)
-  random:close()
+  -- init runs again at every reload, while the dictionary keeps its content: the salt of the
+  -- first start stays, and with it every remembered credential.
+  if not shared:get("salt") then
+    local random = assert(io.open("/dev/urandom", "rb"))
+    shared:add("salt", random:read(32))
+    random:close()
+  end
+  salt = shared:get("salt")
 end
 
 local function users_of(path)
@@ -77,6 +95,72 @@ local function challenge()
   return ngx.exit(ngx.HTTP_UNAUTHORIZED)
 end
 
+-- Name and password of a Basic header, or nil when it is not one.
+local function credential(header)
+  local encoded = header:match("^%s*[Bb][Aa][Ss][Ii][Cc]%s+(%S+)%s*$")
+  local decoded = encoded and ngx.decode_base64(encoded)
+  if not decoded then
+    return nil
+  end
+  local name, password = decoded:match("^([^:]*):(.*)$")
+  if not name or #name > MAX_NAME or password:find("\0", 1, true) then
+    return nil
+  end
+  return name, password
+end
+
+-- The counters a failure of this name from this address adds to.
+local function failure_keys(name)
+  local address = ngx.var.binary_remote_addr
+  return "fail:" .. address .. name, "failname:" .. name, "held:" .. address
+end
+
+local function failed(name)
+  local mine, account = failure_keys(name)
+  shared:incr(mine, 1, 0, M.FAIL_WINDOW)
+  shared:incr(account, 1, 0, M.FAIL_WINDOW)
+  return challenge()
+end
+
+local function barred(name)
+  local mine, account, held_key = failure_keys(name)
+  if (shared:get(mine) or 0) < M.FAIL_LIMIT and (shared:get(account) or 0) < M.ACCOUNT_FAIL_LIMIT then
+    return
+  end
+  -- Held before the answer (the worker serves others meanwhile): a flooding client then waits
+  -- instead of making the server answer thousands of 429s a second in place of real users.
+  -- At most FAIL_HOLD requests per address are held at once, so that one address cannot tie
+  -- up the workers' connections; beyond that the 429 is immediate.
+  local held = shared:incr(held_key, 1, 0, M.FAIL_WINDOW)
+  if held and held <= M.FAIL_HOLD then
+    ngx.sleep(M.FAIL_DELAY)
+  end
+  shared:incr(held_key, -1, 1, M.FAIL_WINDOW)
+  ngx.header["Retry-After"] = tostring(M.FAIL_WINDOW)
+  return ngx.exit(ngx.HTTP_TOO_MANY_REQUESTS)
+end
+
+-- Runs the hash check in the thread pool, at most CHECKS_PER_ADDRESS at a time per address.
+local function verify(password, hash)
+  local busy_key = "busy:" .. ngx.var.binary_remote_addr
+  local waited = 0
+  while (shared:incr(busy_key, 1, 0, 30) or 0) > M.CHECKS_PER_ADDRESS do
+    shared:incr(busy_key, -1, 1, 30)
+    if waited >= 10 then
+      return nil, "too many checks in flight from one address"
+    end
+    ngx.sleep(0.01)
+    waited = waited + 0.01
+  end
+  local ran, result = ngx.run_worker_thread(M.THREAD_POOL, "cheeseshop_crypt", "matches",
+                                            password, hash or DUMMY_HASH)
+  shared:incr(busy_key, -1, 1, 30)
+  if not ran then
+    return nil, result
+  end
+  return hash ~= nil and result
+end
+
 -- The access check for one request against one htpasswd file.
 function M.check(path)
   local header = ngx.var.http_authorization
@@ -88,37 +172,22 @@ function M.check(path)
     ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", path)
     return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
   end
-  local key = "ok:" .. file.digest .. ngx.sha1_bin(salt .. header)
-  local user = shared:get(key)
-  if user then
+  local name, password = credential(header)
+  if not name then
+    return failed("")
+  end
+  local digest = file.digest .. ngx.sha1_bin(salt .. name .. ":" .. password)
+  local key = "ok:" .. digest
+  if shared:get(key) then
     return
   end
-  local failures_key = "fail:" .. ngx.var.binary_remote_addr
-  if (shared:get(failures_key) or 0) >= M.FAIL_LIMIT then
-    -- Held before the answer (the worker serves others meanwhile): a flooding client then waits
-    -- instead of making the server answer thousands of 429s a second in place of real users.
-    -- At most FAIL_HOLD requests per address are held at once, so that one address cannot tie
-    -- up the workers' connections; beyond that the 429 is immediate.
-    local held_key = "held:" .. ngx.var.binary_remote_addr
-    local held = shared:incr(held_key, 1, 0, M.FAIL_WINDOW)
-    if held and held <= M.FAIL_HOLD then
-      ngx.sleep(M.FAIL_DELAY)
-    end
-    shared:incr(held_key, -1, 1, M.FAIL_WINDOW)
-    ngx.header["Retry-After"] = tostring(M.FAIL_WINDOW)
-    return ngx.exit(ngx.HTTP_TOO_MANY_REQUESTS)
+  local seen_key = "seen:" .. digest
+  if not shared:get(seen_key) then
+    barred(name)
   end
-  local encoded = header:match("^%s*[Bb][Aa][Ss][Ii][Cc]%s+(%S+)%s*$")
-  local decoded = encoded and ngx.decode_base64(encoded)
-  local name, password
-  if decoded then
-    name, password = decoded:match("^([^:]*):(.*)$")
-  end
-  local hash = name and file.users[name]
-  -- One check per credential at a time: requests that bring the same header meanwhile (a
-  -- client's parallel downloads, all connections after a reload) wait for its outcome instead
-  -- of queueing 50 ms checks of their own in the thread pool.
-  local pending_key = "pending:" .. key
+  -- One check per credential at a time: requests that bring the same credential meanwhile (a
+  -- client's parallel downloads) wait for its outcome instead of queueing checks of their own.
+  local pending_key = "pending:" .. digest
   if not shared:add(pending_key, true, 5) then
     while shared:get(pending_key) do
       ngx.sleep(0.005)
@@ -126,33 +195,28 @@ function M.check(path)
     if shared:get(key) then
       return
     end
-    if shared:get("bad:" .. key) then
-      shared:incr(failures_key, 1, 0, M.FAIL_WINDOW)
-      return challenge()
+    if shared:get("bad:" .. digest) then
+      return failed(name)
     end
     -- No outcome within the pending entry's 5 s: check it here.
   end
-  local matches = false
-  if password and not password:find("\0", 1, true) then
-    local ran, result = ngx.run_worker_thread(M.THREAD_POOL, "cheeseshop_crypt", "matches",
-                                              password, hash or DUMMY_HASH)
-    if not ran then
-      shared:delete(pending_key)
-      ngx.log(ngx.ERR, "cheeseshop auth: the password check did not run: ", result)
-      return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
-    end
-    matches = hash and result
+  local matches, problem = verify(password, file.users[name])
+  if matches == nil then
+    shared:delete(pending_key)
+    ngx.log(ngx.ERR, "cheeseshop auth: the password check did not run: ", problem)
+    ngx.header["Retry-After"] = "1"
+    return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
   end
   if matches then
     shared:set(key, name, M.REMEMBER)
+    shared:set(seen_key, true, M.SEEN)
   else
     -- Only for the requests already waiting on this check, never for later ones.
-    shared:set("bad:" .. key, true, 1)
-    shared:incr(failures_key, 1, 0, M.FAIL_WINDOW)
+    shared:set("bad:" .. digest, true, 1)
   end
   shared:delete(pending_key)
   if not matches then
-    return challenge()
+    return failed(name)
   end
 end
 
