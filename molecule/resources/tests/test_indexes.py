@@ -54,6 +54,19 @@ def test_anonymous_reads_public_and_nothing_else(host, curl, server, published):
         assert status(host, curl, f"https://{server}{path}") == 404
 
 
+def test_cache_status_is_told_to_readers_of_private_indexes_only(host, curl, server, user, published):
+    """Security review #27, finding 8: X-Cache-Status told anonymous clients whether someone had
+    read a page in the last seconds. A public index's pages carry none, a private index's
+    pages carry it for their readers."""
+    url = page(server, "public", published["public"][0])
+    for _ in range(2):
+        head = headers(host, curl, url)
+        assert head.startswith("http/2 200") and "x-cache-status" not in head, head
+    private = page(server, "customer-a", published["customer-a"][0])
+    body(host, curl, private, user("customer-a-dev"))
+    assert "x-cache-status: hit" in headers(host, curl, private, user("customer-a-dev"))
+
+
 def test_an_index_bare_path_answers_as_an_unknown_one(host, curl, server):
     """Security review #27, finding 8: /private/customer-a (no slash) answered 301 where an
     unknown /private/customer-z answered 404, so index names could be guessed."""
