@@ -97,6 +97,23 @@ def test_the_forms_real_clients_send_are_accepted_also_read_in_small_chunks(chec
     assert check(b":action=remove_pkg&name=x&version=1", "application/x-www-form-urlencoded")[0] is None
 
 
+FORMS = Path(__file__).resolve().parent / "forms"
+CLIENT_FORMS = sorted(FORMS.glob("*.form"))
+
+
+@pytest.mark.parametrize("path", CLIENT_FORMS, ids=[p.stem for p in CLIENT_FORMS])
+def test_what_twine_uv_and_poetry_send_is_accepted_and_read_as_cgi_reads_it(check, path):
+    """Forms captured from the clients themselves (a local HTTP server recorded the bodies):
+    project "Cap.Probe" 1.0.0rc1, whose README holds a line that looks like a delimiter."""
+    body, content_type = path.read_bytes(), path.with_suffix(".type").read_text().strip()
+    problem, fields, files = check(body, content_type)
+    assert problem is None, problem
+    assert fields == {":action": "file_upload", "name": "Cap.Probe", "version": "1.0.0rc1"}
+    suffix = ".whl" if path.stem.endswith("wheel") else ".tar.gz"
+    assert len(files) == 1 and files[0][0] == "content" and files[0][1].endswith(suffix), files
+    assert cgi_read(body, content_type)[1] == files
+
+
 REFUSED = {
     "hidden dot-file": upload(filename="." + GOOD),
     "another project's name": upload(name="another-project"),
@@ -168,10 +185,11 @@ def test_a_hidden_part_behind_bare_line_feeds_is_seen(check):
     assert check(body)[0]
 
 
-def mutations(body, rng):
+def mutations(body, rng, boundary=BOUNDARY):
     """Small edits of a body at random places: line ends, delimiters, whitespace, headers."""
-    pieces = [b"\r\n", b"\n", b"\r", b"--" + BOUNDARY.encode(), b"\n--" + BOUNDARY.encode() + b"\n",
-              b"\r\n--" + BOUNDARY.encode() + b"--\r\n", b" ", b"\t", b'"', b"\\", b";",
+    dash = b"--" + boundary.encode()
+    pieces = [b"\r\n", b"\n", b"\r", dash, b"\n" + dash + b"\n", b"\r\n" + dash + b"--\r\n",
+              b" ", b"\t", b'"', b"\\", b";",
               b'Content-Disposition: form-data; name="content"; filename=".h.whl"\r\n\r\n',
               b"Content-Length: 3\r\n", b"\r\n\r\n", b"--"]
     data = bytearray(body)
@@ -195,14 +213,17 @@ def test_every_body_the_check_lets_through_cgi_reads_alike(check):
              form([part(":action", b"file_upload", newline=b"\n"), part("name", b"cheeseshop-probe", newline=b"\n"),
                    part("version", b"1.0.0", newline=b"\n"), part("content", b"x", GOOD, newline=b"\n")],
                   newline=b"\n")]
+    seeds = [(seed, TYPE) for seed in seeds] + [
+        (path.read_bytes(), path.with_suffix(".type").read_text().strip()) for path in CLIENT_FORMS]
     accepted = 0
     for n in range(20000):
-        body = mutations(rng.choice(seeds), rng)
-        problem, fields, files = check(body, chunk_size=rng.choice([None, 5, 64]))
+        seed, content_type = rng.choice(seeds)
+        body = mutations(seed, rng, content_type.split("boundary=", 1)[1])
+        problem, fields, files = check(body, content_type, chunk_size=rng.choice([None, 5, 64]))
         if problem is not None or fields.get(":action") != "file_upload":
             continue
         accepted += 1
-        cgi_fields, cgi_files = cgi_read(body)
+        cgi_fields, cgi_files = cgi_read(body, content_type)
         assert cgi_files == files, (n, body)
         for key in (":action", "name", "version"):
             assert cgi_fields.get(key) == fields.get(key), (n, key, body)
