@@ -34,7 +34,7 @@ def _present(users):
 
 
 def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes_dir="/srv/pypi/indexes",
-                 base_port=8080, users_dir="/etc/pypi-users", health_endpoint="/health"):
+                 base_port=8080, users_dir="/etc/pypi-users", health_endpoint="/health", pages_dir="/srv/pypi/pages"):
     """Every index with everything a role needs of it filled in; see index_layout.yml."""
     present = _present(users)
     layout = []
@@ -64,6 +64,9 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             "uploaders_file": posixpath.join(str(users_dir), name + "-uploaders.htpasswd"),
             "health_endpoint": str(health_endpoint),
             "health_path": path + str(health_endpoint).lstrip("/"),
+            "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), name),
+            # PEP 592: versions the pages mark as yanked (pip skips them unless pinned exactly).
+            "yanked": index.get("yanked") or [],
         })
     return layout
 
@@ -124,6 +127,20 @@ def index_problems(layout, users=None):
                 f"index {index['name']!r} has packages_dir {index['packages_dir']!r}: use an absolute "
                 "path of letters, digits and . _ - /."
             )
+        if not DIRECTORY.match(index["pages_dir"]) or "/../" in index["pages_dir"] + "/":
+            problems.append(
+                f"index {index['name']!r} has pages directory {index['pages_dir']!r} (pypi_pages_dir): use an "
+                "absolute path of letters, digits and . _ - /."
+            )
+        yanked = index["yanked"]
+        if not isinstance(yanked, list) or not all(
+                isinstance(entry, dict) and set(entry) <= {"project", "version", "reason"}
+                and all(isinstance(entry.get(key), str) and entry.get(key) for key in ("project", "version"))
+                and isinstance(entry.get("reason", ""), str) for entry in yanked):
+            problems.append(
+                f"index {index['name']!r} has yanked {yanked!r}: list entries of project, version and an "
+                "optional reason, all strings."
+            )
         if users is not None:
             problems.extend(_rights_problems(index, _present(users)))
 
@@ -148,6 +165,17 @@ def index_problems(layout, users=None):
                     f"{pair} have nested packages directories {first['packages_dir']!r} and "
                     f"{second['packages_dir']!r}: pypiserver lists subdirectories too, so one index "
                     "would serve the other's packages."
+                )
+    # Pages inside a packages directory would be listed and served as packages, and packages
+    # inside the pages would be overwritten by them.
+    for index in layout:
+        for other in layout:
+            if index["pages_dir"] == other["packages_dir"] or _nested(other["packages_dir"], index["pages_dir"]) \
+                    or _nested(index["pages_dir"], other["packages_dir"]):
+                problems.append(
+                    f"index {index['name']!r} has its pages in {index['pages_dir']!r}, which overlaps the "
+                    f"packages directory {other['packages_dir']!r} of index {other['name']!r}: give pypi_pages_dir "
+                    "a directory of its own."
                 )
     return problems
 

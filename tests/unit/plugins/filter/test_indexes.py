@@ -23,8 +23,39 @@ def test_main_alone_keeps_the_single_index_layout():
         "readers": ["alice", "bob"], "uploaders": ["alice", "bob"],
         "readers_file": "/etc/pypi-users/main-readers.htpasswd",
         "uploaders_file": "/etc/pypi-users/main-uploaders.htpasswd",
-        "health_endpoint": "/health", "health_path": "/health",
+        "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
+        "yanked": [],
     }]
+
+
+@pytest.mark.parametrize("yanked", [{"project": "a"}, [{"project": "a"}], [{"project": "a", "version": 1}],
+                                    [{"project": "a", "version": "1", "why": "x"}], ["a==1"]])
+def test_yanked_entries_need_a_project_and_a_version(yanked):
+    found = index_problems(layout([{"name": "main", "yanked": yanked}]))
+    assert len(found) == 1 and "has yanked" in found[0], found
+
+
+def test_yanked_entries_are_passed_on():
+    entry = {"project": "Foo", "version": "1.0", "reason": "broken on 3.12"}
+    result = layout([{"name": "main", "yanked": [entry]}])
+    assert index_problems(result) == [] and result[0]["yanked"] == [entry]
+
+
+@pytest.mark.parametrize("packages_dir, pages_dir", [
+    ("/srv/pypi/packages", "/srv/pypi/packages"),     # pages inside the packages
+    ("/srv/pypi/pages/main", "/srv/pypi/pages"),      # the same directory
+    ("/srv/pypi/pages/main/x", "/srv/pypi/pages"),    # packages inside the pages
+])
+def test_pages_that_overlap_a_packages_directory_are_refused(packages_dir, pages_dir):
+    """pypiserver lists subdirectories: pages inside a packages directory would be served as
+    packages, and a packages directory inside the pages would be written over."""
+    found = index_problems(index_layout([{"name": "main"}], packages_dir=packages_dir, pages_dir=pages_dir))
+    assert len(found) == 1 and f"overlaps the packages directory {packages_dir!r}" in found[0], found
+
+
+def test_pages_beside_the_packages_are_fine():
+    assert index_problems(index_layout([{"name": "main", "path": "/main/"}, {"name": "team"}],
+                                       pages_dir="/srv/pypi/pages")) == []
 
 
 def test_none_is_the_default_single_private_index():

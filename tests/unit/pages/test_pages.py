@@ -1,0 +1,139 @@
+"""The page generator (roles/pages/files/cheeseshop-pages), on real files in a temporary
+directory: the pages it writes, what it leaves out, and the service with real inotify and its
+unix socket."""
+import hashlib
+import importlib.machinery
+import importlib.util
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+PROGRAM = Path(__file__).resolve().parents[3] / "roles" / "pages" / "files" / "cheeseshop-pages"
+_loader = importlib.machinery.SourceFileLoader("cheeseshop_pages", str(PROGRAM))
+_spec = importlib.util.spec_from_loader("cheeseshop_pages", _loader)
+pages = importlib.util.module_from_spec(_spec)
+_loader.exec_module(pages)
+
+def wheel(d, name, version, requires=None):
+    """A wheel with its METADATA (and a module), written into d; its file name and metadata."""
+    fn = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + (f"Requires-Python: {requires}\n" if requires else "")
+    with zipfile.ZipFile(d / fn, "w") as z:
+        z.writestr(f"{name.replace('-', '_')}-{version}.dist-info/METADATA", meta)
+        z.writestr(f"{name.replace('-', '_')}/__init__.py", "x = 1\n" * 1000)
+    return fn, meta
+
+def sdist(d, name, version):
+    """An sdist (.tar.gz) with its PKG-INFO, written into d; its file name."""
+    fn = f"{name}-{version}.tar.gz"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    with tarfile.open(d / fn, "w:gz") as t:
+        info = tarfile.TarInfo(f"{name}-{version}/PKG-INFO"); info.size = len(meta)
+        t.addfile(info, io.BytesIO(meta))
+    return fn
+
+def test_pages_from_a_rebuild_and_each_change(tmp_path):
+    pk, pg = tmp_path / "packages", tmp_path / "pages"; pk.mkdir()
+    fn, meta = wheel(pk, "Foo.Bar", "1.0", ">=3.8,<4")
+    sd = sdist(pk, "foo-bar", "0.9")
+    (pk / ".hidden-1.0.tar.gz").write_bytes(b"x")
+    idx = pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg),
+                       "yanked": [{"project": "foo_bar", "version": "0.9", "reason": "broken <b>"}]})
+    assert idx.rebuild() > 0
+    page = json.loads((pg / "simple/foo-bar/index.json").read_text())
+    assert page["meta"]["api-version"] == "1.1" and page["versions"] == ["0.9", "1.0"]
+    byname = {f["filename"]: f for f in page["files"]}
+    assert byname[fn]["requires-python"] == ">=3.8,<4"
+    assert byname[fn]["core-metadata"]["sha256"] == hashlib.sha256(meta.encode()).hexdigest()
+    assert byname[fn]["hashes"]["sha256"] == hashlib.sha256((pk / fn).read_bytes()).hexdigest()
+    assert byname[sd]["yanked"] == "broken <b>" and byname[fn]["yanked"] is False
+    assert (pg / "metadata" / (fn + ".metadata")).read_text() == meta
+    h = (pg / "simple/foo-bar/index.html").read_text()
+    assert 'data-requires-python="&gt;=3.8,&lt;4"' in h and 'data-yanked="broken &lt;b&gt;"' in h
+    assert f'href="../../packages/{fn}#sha256=' in h
+    root = json.loads((pg / "simple/index.json").read_text())
+    assert root["projects"] == [{"name": "foo-bar"}]
+    assert idx.rebuild() == 0  # nothing changed
+    # a new project appears
+    fn2, _ = wheel(pk, "baz", "2.0")
+    assert idx.refresh_file(fn2) > 0
+    assert [p["name"] for p in json.loads((pg / "simple/index.json").read_text())["projects"]] == ["baz", "foo-bar"]
+    # a truncated wheel is not listed
+    data = (pk / fn2).read_bytes(); (pk / "baz-3.0-py3-none-any.whl").write_bytes(data[: len(data) // 2])
+    idx.refresh_file("baz-3.0-py3-none-any.whl")
+    assert [f["filename"] for f in json.loads((pg / "simple/baz/index.json").read_text())["files"]] == [fn2]
+    # truncated sdist too
+    good = (pk / sd).read_bytes(); (pk / "foo-bar-0.8.tar.gz").write_bytes(good[:-10])
+    idx.refresh_file("foo-bar-0.8.tar.gz")
+    assert "foo-bar-0.8.tar.gz" not in (pg / "simple/foo-bar/index.html").read_text()
+    # removal of the last file of a project removes its pages and its root entry
+    os.unlink(pk / fn2); os.unlink(pk / "baz-3.0-py3-none-any.whl")
+    idx.refresh_file(fn2); idx.refresh_file("baz-3.0-py3-none-any.whl")
+    assert not (pg / "simple/baz").exists()
+    assert [p["name"] for p in json.loads((pg / "simple/index.json").read_text())["projects"]] == ["foo-bar"]
+    # a fresh process trusts the state for unchanged files
+    idx2 = pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)})
+    idx2.rebuild()
+    assert "data-yanked" not in (pg / "simple/foo-bar/index.html").read_text()
+    assert not list((pg / "simple/foo-bar").glob(".*"))
+
+
+def wait_for(check, what):
+    for _ in range(100):
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within 5 s")
+
+
+def test_service_lists_files_that_arrive_and_answers_on_its_socket(tmp_path):
+    pk, pg = tmp_path / "packages", tmp_path / "pages"
+    pk.mkdir()
+    config = tmp_path / "config.json"
+    sock = tmp_path / "pages.sock"
+    config.write_text(json.dumps({"socket": str(sock), "indexes": [
+        {"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}]}))
+    service = subprocess.Popen([sys.executable, str(PROGRAM), "serve", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_for(sock.exists, "the socket")
+        fn, _ = wheel(pk, "arrives", "1.0")
+        page = pg / "simple" / "arrives" / "index.html"
+        wait_for(lambda: page.exists() and fn in page.read_text(), "a copied-in file listed")
+        os.unlink(pk / fn)
+        wait_for(lambda: not page.exists(), "a deleted file's page removed")
+
+        def ask(line):
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(sock))
+                client.sendall(line.encode() + b"\n")
+                return client.recv(4096).decode()
+        fn, _ = wheel(pk, "asked", "2.0")
+        assert ask(f"file main {fn}") == "ok\n"
+        assert fn in (pg / "simple" / "asked" / "index.html").read_text()
+        assert ask("file main ../../etc/passwd").startswith("error")
+        assert ask("file other x-1.0.tar.gz").startswith("error")
+        # A rebuild by hand goes through the service, which holds the lock.
+        out = subprocess.run([sys.executable, str(PROGRAM), "rebuild", str(config)],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        assert json.loads(out)["projects"] == 1
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
+
+
+def test_a_project_name_from_metadata_never_leaves_the_pages(tmp_path):
+    """A wheel whose metadata names its project '../../x' is listed under its file's name."""
+    pk, pg = tmp_path / "packages", tmp_path / "pages"
+    pk.mkdir()
+    with zipfile.ZipFile(pk / "sneaky-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("sneaky-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ../../x\nVersion: 1.0\n")
+    pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}).rebuild()
+    assert sorted(p.name for p in (pg / "simple").iterdir()) == ["index.html", "index.json", "sneaky"]
+    assert not (tmp_path / "x").exists()
