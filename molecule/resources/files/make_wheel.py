@@ -6,7 +6,8 @@ Tests need real distributions to upload and install, quickly and offline:
 The wheel holds one module, named after the project, whose VERSION matches and whose NOTE
 is the optional fourth argument (two wheels of one version that differ in content).
 With PAYLOAD_MB=N in the environment the wheel also carries N MiB of random bytes (stored, not
-compressed), for upload-size tests.
+compressed), for upload-size tests; with REQUIRES_PYTHON=SPEC or REQUIRES_DIST=REQUIREMENT its
+metadata says Requires-Python or Requires-Dist.
 """
 import base64
 import hashlib
@@ -31,6 +32,8 @@ def main(name, version, outdir, note=""):
         f"{dist_info}/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
             "Summary: cheeseshop.pypi test package\n"
+            + (f"Requires-Python: {os.environ['REQUIRES_PYTHON']}\n" if os.environ.get("REQUIRES_PYTHON") else "")
+            + (f"Requires-Dist: {os.environ['REQUIRES_DIST']}\n" if os.environ.get("REQUIRES_DIST") else "")
         ).encode(),
         f"{dist_info}/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: cheeseshop-make-wheel\n"

@@ -22,7 +22,7 @@ BAD_INPUTS = [
     ('{"pypiserver_fallback_url": "pypi.org"}', "pypiserver_fallback_url"),
     ('{"pypiserver_version": "latest"}', "pypiserver_version"),
     ('{"nginx_proxy_auth_fail_delay": 30}', "nginx_proxy_auth_fail_delay"),
-    ('{"nginx_proxy_open_pages": 0}', "nginx_proxy_open_pages"),
+    ('{"nginx_proxy_auth_threads": 0}', "nginx_proxy_auth_threads"),
     ('{"nginx_proxy_auth_account_fail_limit": 5}', "nginx_proxy_auth_account_fail_limit"),
     ('{"nginx_proxy_trusted_proxies": ["0.0.0.0/0"]}', "never 0.0.0.0/0"),
     # 37 characters, 74 bytes: bcrypt would read only the first 72 (#27). The length used to be

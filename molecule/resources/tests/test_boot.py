@@ -61,6 +61,10 @@ def test_missing_volume_at_boot_keeps_pypiserver_off_the_root_disk(host, name, l
         assert host.check_output(fetch) == "503"
         said = host.check_output(f"curl -s -k {auth} https://127.0.0.1/packages/none.whl")
         assert said.startswith("503 The package files are unavailable: the data volume is not mounted"), said
+        # The pages live on the volume too: their service waits for it, and nginx says so.
+        assert not host.service("cheeseshop-pages").is_running
+        page = host.check_output(f"curl -s -k {auth} https://127.0.0.1/simple/")
+        assert page.startswith("503 The index pages are unavailable"), page
     finally:
         docker("stop", name)
         subprocess.run(["losetup", data["device"], data["file"]], check=True)

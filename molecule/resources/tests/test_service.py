@@ -69,7 +69,10 @@ def test_nginx_master_is_sandboxed(host):
     enter = f"nsenter --target {master} --mount --"
     denied = host.run(f"{enter} touch /etc/nginx/write-probe")
     assert denied.rc != 0 and "Read-only file system" in denied.stderr
-    host.check_output(f"{enter} touch /var/cache/nginx/.write-probe && rm /var/cache/nginx/.write-probe")
+    # Request bodies (uploads) are written to temporary files there.
+    host.check_output(f"{enter} touch /var/lib/nginx/.write-probe && rm /var/lib/nginx/.write-probe")
+    denied = host.run(f"{enter} touch /srv/pypi/packages/.write-probe")
+    assert denied.rc != 0 and "Read-only file system" in denied.stderr
 
 
 def master_capabilities(host):

@@ -348,7 +348,8 @@ function M.problem(thread_pool)
   if not fields then
     return files
   end
-  return upload_problem(fields, files)
+  -- What the form holds, for the page service: the uploaded file, or the project removed.
+  return upload_problem(fields, files), false, fields, files
 end
 
 return M

@@ -1,0 +1,138 @@
+-- The simple API from the static pages cheeseshop.pypi.pages writes (see nginx.conf):
+-- which page a URL and an Accept header ask for, the page's headers, and uploads that are
+-- answered only once the page service has listed them.
+local M = {}
+
+-- PEP 691: what a client may ask for, and what it is sent.
+local FORMATS = {
+  ["application/vnd.pypi.simple.v1+json"] = "json",
+  ["application/vnd.pypi.simple.latest+json"] = "json",
+  ["application/vnd.pypi.simple.v1+html"] = "v1html",
+  ["application/vnd.pypi.simple.latest+html"] = "v1html",
+  ["text/html"] = "html",
+  ["text/*"] = "html",
+  ["*/*"] = "html",
+}
+local CONTENT_TYPES = {
+  json = "application/vnd.pypi.simple.v1+json",
+  v1html = "application/vnd.pypi.simple.v1+html",
+  html = "text/html",
+}
+
+-- The format the Accept header prefers (highest q; the first listed among equals). No header,
+-- or nothing known in it: HTML, which every client reads.
+function M.format(accept)
+  if not accept or accept == "" then
+    return "html"
+  end
+  local best, best_q
+  for item in accept:gmatch("[^,]+") do
+    local media = item:match("^%s*([^;%s]+)")
+    local q = tonumber(item:match(";%s*[qQ]%s*=%s*([0-9.]+)") or "1") or 0
+    local format = media and FORMATS[media:lower()]
+    if format and q > 0 and (not best_q or q > best_q) then
+      best, best_q = format, q
+    end
+  end
+  return best or "html"
+end
+
+function M.normalise(name)
+  return (name:lower():gsub("[-_.]+", "-"))
+end
+
+-- <prefix> is the index's simple/ path; <internal> the location that holds its pages.
+function M.page(prefix, internal)
+  local rest = ngx.var.uri:sub(#prefix + 1)
+  local format = M.format(ngx.var.http_accept)
+  local ext = format == "json" and "json" or "html"
+  if rest == "" then
+    return ngx.exec(internal .. "index." .. ext, { f = format })
+  end
+  local name, slash = rest:match("^([A-Za-z0-9._-]+)(/?)$")
+  if not name then
+    return ngx.exit(ngx.HTTP_NOT_FOUND)
+  end
+  local normal = M.normalise(name)
+  if slash == "" or normal ~= name then
+    -- Relative, as every redirect here: no host of the client's is echoed.
+    return ngx.redirect(prefix .. normal .. "/", ngx.HTTP_MOVED_PERMANENTLY)
+  end
+  return ngx.exec(internal .. normal .. "/index." .. ext, { f = format })
+end
+
+-- Header filter of the pages' location.
+function M.headers(anonymous)
+  local status = ngx.status
+  if status == 200 or status == 304 then
+    ngx.header["Content-Type"] = CONTENT_TYPES[ngx.var.arg_f] or "text/html"
+    ngx.header["Vary"] = "Accept"
+    -- Pages change with every upload: a client may keep one but asks again each time.
+    ngx.header["Cache-Control"] = anonymous and "public, no-cache" or "private, no-cache"
+  end
+end
+
+-- What the page service must look at after pypiserver took a form: the uploaded file, or
+-- every file of the project a removal named.
+local function request_of(index, fields, files)
+  local action = fields and fields[":action"]
+  if action == "file_upload" then
+    for _, part in ipairs(files or {}) do
+      if part.field == "content" then
+        return "file " .. index .. " " .. part.filename
+      end
+    end
+  elseif action == "remove_pkg" and fields.name and fields.name ~= "" then
+    return "project " .. index .. " " .. fields.name
+  end
+  return nil
+end
+
+local function ask(socket_path, request)
+  local sock = ngx.socket.tcp()
+  -- A large wheel is hashed and read before the answer: seconds at most.
+  sock:settimeout(30000)
+  local ok, err = sock:connect("unix:" .. socket_path)
+  if not ok then
+    return nil, err
+  end
+  local sent
+  sent, err = sock:send(request .. "\n")
+  local line
+  if sent then
+    line, err = sock:receive("*l")
+  end
+  sock:close()
+  return line, err
+end
+
+-- The checked form goes to pypiserver (the subrequest location proxies it, with the body
+-- already read). After a 200, the page service lists the change before the client hears of it.
+function M.forward(index, location, fields, files, socket_path)
+  local res = ngx.location.capture(location, { method = ngx.HTTP_POST })
+  if res.status == ngx.HTTP_BAD_GATEWAY or res.status == ngx.HTTP_GATEWAY_TIMEOUT then
+    -- pypiserver is down: the 503 that says so (nginx.conf).
+    return ngx.exec("/_cheeseshop_unavailable")
+  end
+  if res.status == ngx.HTTP_OK then
+    local request = request_of(index, fields, files)
+    if request then
+      local line, err = ask(socket_path, request)
+      if line ~= "ok" then
+        -- Stored all the same: the service lists it when it sees the file (inotify).
+        ngx.log(ngx.ERR, "cheeseshop pages: ", request, ": ", line or err)
+      end
+    end
+  end
+  ngx.status = res.status
+  for name, value in pairs(res.header) do
+    local lower = name:lower()
+    if lower == "content-type" or lower == "retry-after" or lower == "www-authenticate" then
+      ngx.header[name] = value
+    end
+  end
+  ngx.print(res.body)
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+return M
