@@ -5,6 +5,7 @@ Every test leaves the host as it found it: packages on /dev/xvdf, mounted at /sr
 The boots (a restart, a missing volume) are in test_boot.py, which supervisor shares.
 """
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -59,7 +60,33 @@ def test_upload_lands_on_the_volume(host, test_vars, credentials, wheel):
     assert host.check_output(f"findmnt --noheadings --output SOURCE --target {stored}") == DATA
 
 
-REFUSALS = ["ext2 filesystem", "dos partition table", "LUKS header", "mounted elsewhere", "files under the mount point"]
+# An md 1.2 superblock (4 KiB into the device) with the fields mdadm fills, and no array assembled:
+# the kernel is the host's. blkid checks magic, major_version and super_offset (in sectors), and
+# from util-linux 2.39 (Debian 13) sb_csum over the superblock and its max_dev roles
+# (libblkid/src/superblocks/linux_raid.c): so the checksum is the kernel's calc_sb_1_csum, a
+# 64-bit sum of 32-bit words with sb_csum zero, folded to 32 bits.
+MD_SUPERBLOCK = r"""
+import os, struct, sys, uuid
+max_dev = 2
+sb = bytearray(256 + 2 * max_dev)
+struct.pack_into("<IIII", sb, 0, 0xa92b4efc, 1, 0, 0)          # magic, major_version
+sb[16:32] = uuid.uuid4().bytes                                 # set_uuid
+sb[32:44] = b"cheeseshop:0"                                     # set_name
+struct.pack_into("<iiQII", sb, 72, 1, 0, 2048, 0, 2)           # level 1, size, raid_disks 2
+struct.pack_into("<QQQ", sb, 128, 2048, 2048, 8)               # data_offset, data_size, super_offset
+sb[168:184] = uuid.uuid4().bytes                               # device_uuid
+struct.pack_into("<I", sb, 220, max_dev)                       # max_dev
+struct.pack_into("<HH", sb, 256, 0, 1)                         # dev_roles
+csum = sum(struct.unpack_from("<%dI" % (len(sb) // 4), sb))
+struct.pack_into("<I", sb, 216, ((csum >> 32) + csum) & 0xffffffff)
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, bytes(sb), 4096)
+os.fsync(fd)
+os.close(fd)
+"""
+
+REFUSALS = ["ext2 filesystem", "dos partition table", "LUKS header", "RAID member", "mounted elsewhere",
+            "files under the mount point"]
 
 
 @pytest.mark.parametrize("content", REFUSALS)
@@ -79,6 +106,12 @@ def test_device_holding_something_else_is_refused_and_kept(host, name, fstype, c
         host.check_output(f"wipefs -q -a {SPARE} && printf 'LUKS\\272\\276\\000\\001' | "
                           f"dd of={SPARE} conv=notrunc status=none")
         expected = "holds crypto_LUKS (crypto)"
+    elif content == "RAID member":
+        host.check_output(f"wipefs -q -a {SPARE} && python3 -c {shlex.quote(MD_SUPERBLOCK)} {SPARE}")
+        # The same low-level probe the role makes: a checksum blkid rejected would test nothing.
+        probed = dict(line.split("=", 1) for line in host.check_output(f"blkid -p -o export {SPARE}").splitlines())
+        assert (probed.get("TYPE"), probed.get("USAGE")) == ("linux_raid_member", "raid"), probed
+        expected = "holds linux_raid_member (raid), not " + fstype
     elif content == "mounted elsewhere":
         make_filesystem(host, fstype, SPARE)
         host.check_output(f"mkdir -p /mnt/spare && mount {SPARE} /mnt/spare")
@@ -101,6 +134,8 @@ def test_device_holding_something_else_is_refused_and_kept(host, name, fstype, c
         assert source_of(host, DATA_ROOT) == DATA
     finally:
         host.run("umount /mnt/spare; rm -rf /srv/other")
+        if content == "RAID member":  # no md superblock left on a loop device of the host's kernel
+            host.run(f"wipefs -q -a {SPARE}")
 
 
 @pytest.mark.scenarios("default")
