@@ -318,15 +318,20 @@ def source_of(host, path):
     return found.stdout.strip() if found.rc == 0 else None
 
 
-def wait_for_boot(host):
-    """Until systemd has finished starting up (its bus answers a moment after the container starts)."""
+def wait_for_boot(host, failed=()):
+    """Until systemd has finished starting up (its bus answers a moment after the container
+    starts); then exactly the units in failed have failed: "running" when none is expected,
+    "degraded" with precisely those, never a boot that merely settled."""
     state = ""
     for _ in range(100):
         state = host.run("systemctl is-system-running --wait").stdout.strip()
         if state in ("running", "degraded"):
-            return
+            break
         time.sleep(0.2)
-    pytest.fail("the host did not finish booting: " + state)
+    else:
+        pytest.fail("the host did not finish booting: " + state)
+    units = sorted(host.check_output("systemctl list-units --failed --plain --no-legend | cut -d' ' -f1").split())
+    assert (state, units) == ("degraded" if failed else "running", sorted(failed))
 
 
 def wait_for_index(host):
