@@ -2,12 +2,13 @@
 
 The scenario converged the whole stack (data volume, pypiserver, users, nginx) with the older
 release pinned in its host_vars. Here a package goes up through nginx, then the operator's
-steps follow in order: `--check --diff` previews the change and changes nothing, site.yml with
-the role's default version upgrades with one restart of pypiserver and none of nginx, keeping
-every package, user and certificate, and the next run changes nothing. Last, `--tags upgrade`
-rolls back to the older release and touches only the pypiserver role.
+steps: `--check --diff` previews the change and changes nothing, site.yml with the role's
+default version upgrades with one restart of pypiserver and none of nginx, keeping every
+package, user and certificate, and the next run changes nothing; `--tags upgrade` rolls back
+to the older release and touches only the pypiserver role.
 
-Tests run in file order; each starts from the state the one before left.
+Tests run in any order (pytest-randomly shuffles them): each puts the release it starts from
+in place itself, and leaves the host on the scenario's older release.
 """
 import os
 import re
@@ -52,17 +53,31 @@ def main_pid(host, unit):
 
 
 def nginx_processes(host):
-    """nginx's master and workers: a restart changes the first, a reload the others."""
+    """nginx's master and workers: a restart changes the first, a reload the others.
+
+    The cache loader is left out: it exits on its own a minute after nginx starts, so counting
+    it made the result depend on how long ago the last test (or converge) started nginx."""
     master = main_pid(host, "nginx")
-    return master, sorted(host.check_output(f"pgrep -P {master}").split())
+    children = host.check_output(f"ps -o pid=,args= --ppid {master}").splitlines()
+    return master, sorted(line.split()[0] for line in children if "cache loader" not in line)
 
 
-def started_since(host, since):
-    return host.check_output(f"journalctl --no-pager -o cat --since '{since}' -u {SERVICE}").count("Started")
+def started_since(host, cursor):
+    return host.check_output(f"journalctl --no-pager -o cat --after-cursor '{cursor}' -u {SERVICE}").count("Started")
 
 
 def now(host):
-    return host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    """The journal's cursor: unlike a time in whole seconds, it never counts a restart made
+    just before (the set-up of the test) as one made after."""
+    return host.check_output("journalctl -n 1 --show-cursor --no-pager -o cat | tail -1").removeprefix("-- cursor: ")
+
+
+def ensure_release(host, release):
+    """Put release in place with site.yml, as an operator would, unless it is already there."""
+    if installed(host) != release:
+        rc, output, _ = run_playbook(host.backend.get_hostname(), SITE, {"pypiserver_version": release})
+        assert rc == 0, output[-3000:]
+    assert installed(host) == release
 
 
 def changed_tasks(output):
@@ -79,7 +94,10 @@ def changed_tasks(output):
 
 @pytest.fixture(scope="module")
 def uploaded(host, test_vars, credentials):
-    """A package uploaded with twine over HTTPS on the older release: its version and file name."""
+    """A package uploaded with twine over HTTPS on the older release: its version and file name.
+
+    Asserted, not put in place: test_starts_on_the_older_release must see what converge left."""
+    assert installed(host) == OLD
     uploader, release = test_vars["cheeseshop_test_user"], version()
     wheel = host.check_output(f"/usr/local/bin/make_wheel.py cheeseshop-keepsake {release} /var/tmp/keepsake")
     host.check_output(
@@ -98,6 +116,7 @@ def test_starts_on_the_older_release(host, uploaded):
 
 def test_check_diff_previews_the_upgrade_and_changes_nothing(host):
     name = host.backend.get_hostname()
+    ensure_release(host, OLD)  # the inventory's release: a plain preview has nothing to do
     before, pid = checksums(host), main_pid(host, SERVICE)
     conf = host.file(NGINX_CONF).sha256sum
 
@@ -124,45 +143,53 @@ def test_check_diff_previews_the_upgrade_and_changes_nothing(host):
 
 def test_upgrade_keeps_packages_users_and_certificates_with_one_restart(host, test_vars, credentials, uploaded):
     name = host.backend.get_hostname()
+    ensure_release(host, OLD)
     before, nginx_before, since = checksums(host), nginx_processes(host), now(host)
+    try:
+        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
+        assert rc == 0, output[-3000:]
+        assert installed(host) == NEW
+        assert started_since(host, since) == 1
+        assert nginx_processes(host) == nginx_before  # neither restarted nor reloaded
+        assert checksums(host) == before
 
-    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
-    assert rc == 0, output[-3000:]
-    assert installed(host) == NEW
-    assert started_since(host, since) == 1
-    assert nginx_processes(host) == nginx_before  # neither restarted nor reloaded
-    assert checksums(host) == before
+        # A reader installs the package kept from the older release, over HTTPS, with pip.
+        reader = "molecule-reader"
+        pip = (f"{test_vars['cheeseshop_test_client_venv']}/bin/pip download --no-deps --quiet "
+               f"--dest /var/tmp/kept --cert {HOST_CA} "
+               f"--index-url https://{reader}:{quote(credentials[reader], safe='')}@localhost/simple/ "
+               f"cheeseshop-keepsake=={uploaded[0]}")
+        assert host.run(pip).rc == 0
+        kept = uploaded[1]
+        assert host.file(f"/var/tmp/kept/{kept}").sha256sum == host.file(f"/srv/pypi/packages/{kept}").sha256sum
+        # Everyone else still gets a 401, through the same stack.
+        assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-keepsake/") == 401
 
-    # A reader installs the package kept from the older release, over HTTPS, with pip.
-    reader = "molecule-reader"
-    pip = (f"{test_vars['cheeseshop_test_client_venv']}/bin/pip download --no-deps --quiet --dest /var/tmp/kept "
-           f"--cert {HOST_CA} --index-url https://{reader}:{quote(credentials[reader], safe='')}@localhost/simple/ "
-           f"cheeseshop-keepsake=={uploaded[0]}")
-    assert host.run(pip).rc == 0
-    kept = uploaded[1]
-    assert host.file(f"/var/tmp/kept/{kept}").sha256sum == host.file(f"/srv/pypi/packages/{kept}").sha256sum
-    # Everyone else still gets a 401, through the same stack.
-    assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-keepsake/") == 401
-
-    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
-    assert rc == 0 and "changed=0" in output, output[-3000:]
+        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
+        assert rc == 0 and "changed=0" in output, output[-3000:]
+    finally:
+        ensure_release(host, OLD)  # the scenario's release, for whichever test comes next
 
 
 def test_upgrade_tag_rolls_back_pypiserver_and_nothing_else(host):
     name = host.backend.get_hostname()
-    before, nginx_before, since = checksums(host), nginx_processes(host), now(host)
-    conf = host.file(NGINX_CONF).sha256sum
+    try:
+        ensure_release(host, NEW)  # what there is to roll back from
+        before, nginx_before, since = checksums(host), nginx_processes(host), now(host)
+        conf = host.file(NGINX_CONF).sha256sum
 
-    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
-    assert rc == 0, output[-3000:]
-    assert installed(host) == OLD
-    assert started_since(host, since) == 1
-    tasks = changed_tasks(output)
-    assert tasks and all(task.startswith("cheeseshop.pypi.pypiserver : ") for task in tasks), tasks
-    assert nginx_processes(host) == nginx_before
-    assert host.file(NGINX_CONF).sha256sum == conf
-    assert checksums(host) == before
-    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/health") == "200"
+        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
+        assert rc == 0, output[-3000:]
+        assert installed(host) == OLD
+        assert started_since(host, since) == 1
+        tasks = changed_tasks(output)
+        assert tasks and all(task.startswith("cheeseshop.pypi.pypiserver : ") for task in tasks), tasks
+        assert nginx_processes(host) == nginx_before
+        assert host.file(NGINX_CONF).sha256sum == conf
+        assert checksums(host) == before
+        assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/health") == "200"
 
-    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
-    assert rc == 0 and "changed=0" in output, output[-3000:]
+        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
+        assert rc == 0 and "changed=0" in output, output[-3000:]
+    finally:
+        ensure_release(host, OLD)  # a no-op unless the rollback failed
