@@ -93,7 +93,7 @@ def test_bad_index_list_is_refused_before_any_change(host, indexes, message):
     before = unit_state(host)
     rc, output, _ = run_playbook(host.backend.get_hostname(), project_playbook("site.yml"),
                                  {"pypi_indexes": indexes})
-    assert rc != 0 and message in " ".join(output.split()), output[-3000:]
+    assert rc == 2 and message in " ".join(output.split()), output[-3000:]
     assert "changed=0" in output, output[-3000:]
     assert unit_state(host) == before
 

@@ -2,7 +2,8 @@
 
 The scenario's host_vars log one line per request and rotate at 4 KB, so the rotation is seen
 for real. Tests run in any order (pytest-randomly shuffles them), each leaving the host as it
-found it: a SIGKILL, the program stopped behind nginx (stale pages, a clear 503), the switch to
+found it: a SIGKILL, the program stopped behind nginx (pages and files served, uploads a clear
+503), the switch to
 systemd and back. The container restart and the missing volume are test_boot.py's, shared with
 the systemd scenarios.
 """
@@ -44,8 +45,8 @@ def proc(host, pid, what):
 
 @pytest.fixture(scope="module")
 def published(host, test_vars, credentials):
-    """A project with one file on the index, uploaded here: the stale-page test needs a page
-    that links a file, whichever test ran before it."""
+    """A project with one file on the index, uploaded here: the pypiserver-down test needs a
+    page that links a file, whichever test ran before it."""
     uploader, release = test_vars["cheeseshop_test_user"], version()
     wheel = host.check_output(f"/usr/local/bin/make_wheel.py cheeseshop-supervised-kept {release} /var/tmp/kept")
     upload = twine_upload(host, test_vars, wheel, uploader, credentials[uploader])
@@ -125,7 +126,7 @@ def test_killed_pypiserver_is_back_within_5_seconds(host):
     assert program_pid(host) not in (0, before)
 
 
-def test_pypiserver_down_stale_pages_and_files_are_served_the_rest_a_clear_503(host, credentials, published):
+def test_pypiserver_down_pages_and_files_are_served_uploads_get_a_clear_503(host, credentials, published):
     """The same fault answers as under systemd (test_proxy.py), with supervisord's program stopped."""
     served_while_pypiserver_is_down(host, HOST_CURL, "https://localhost", published,
                                     ("molecule-reader", credentials["molecule-reader"]), host,
