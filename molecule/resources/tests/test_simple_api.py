@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import https_upload, project_playbook, run_playbook, version
+from conftest import body, https_upload, project_playbook, run_playbook, status, twine_status, version
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -158,3 +158,41 @@ def test_a_rebuild_by_hand_goes_through_the_running_service(server_host):
                                    "/usr/local/lib/cheeseshop-pages/cheeseshop-pages rebuild /etc/cheeseshop-pages.json")
     assert json.loads(out.splitlines()[0])["index"] == "main"
     assert server_host.service("cheeseshop-pages").is_running
+
+
+# The data volume of the debian13 scenario is xfs; default's ext4 keeps blocks for root that
+# would make "full" mean two things.
+@pytest.mark.scenarios("debian13")
+def test_an_upload_the_full_volume_cannot_hold_leaves_nothing_and_is_taken_once_there_is_room(
+        host, test_vars, server, ca, curl, reader, uploader, server_host):
+    """pypiserver wrote uploads in place: on a full volume the cut file stayed, was listed with
+    the hash of the cut bytes, and every retry was refused as "already exists"."""
+    name = f"cheeseshop-full-{version().replace('.', '-')}"
+    path = host.check_output(f"PAYLOAD_MB=3 /usr/local/bin/make_wheel.py {name} 1.0 /var/tmp/{name}")
+    filename = os.path.basename(path)
+    page = f"https://{server}/simple/{name}/"
+    filler = "/srv/pypi/cheeseshop-test-filler"
+    free = int(server_host.check_output("df --block-size=1 --output=avail /srv/pypi | tail -1"))
+    server_host.check_output(f"fallocate -l {free - 2 ** 20} {filler}")
+    try:
+        assert int(server_host.check_output("df --block-size=1 --output=avail /srv/pypi | tail -1")) <= 2 ** 20
+        run = https_upload(host, test_vars, server, ca, path, uploader)
+        assert run.rc != 0 and twine_status(run) == 507, run.stdout + run.stderr
+        form = (f"-F ':action=file_upload' -F protocol_version=1 -F name={name} -F version=1.0 "
+                f"-F content=@{path}")
+        login = shlex.quote(f"{uploader[0]}:{uploader[1]}")
+        answer = host.run(f"{curl} -u {login} {form} -w '\\n%{{http_code}}' https://{server}/")
+        assert answer.stdout.endswith("\n507"), answer.stdout
+        # pypiserver's message as text, without Bottle's page (which names its loopback address).
+        assert answer.stdout.startswith(f"{filename} was not stored: the package volume is full"), answer.stdout
+        # Nothing of it kept, under its name or a hidden one, and nothing listed.
+        dist = name.replace("-", "_")
+        assert server_host.check_output(f"ls -A /srv/pypi/packages | grep -F {dist} || true") == ""
+        assert status(host, curl, page, reader) == 404
+    finally:
+        server_host.check_output(f"rm -f {filler}")
+    run = https_upload(host, test_vars, server, ca, path, uploader)
+    assert run.rc == 0, run.stdout + run.stderr
+    digest = host.check_output(f"sha256sum {path}").split()[0]
+    assert f"{filename}#sha256={digest}" in body(host, curl, page, reader)
+    host.run(f"rm -rf /var/tmp/{name}")

@@ -33,9 +33,10 @@ def program_pid(host):
 
 
 def instances(host):
-    """The PIDs of every pypi-server process, and how many sockets listen on main's port."""
+    """The PIDs of every pypi-server process (run through its launcher), and how many sockets
+    listen on main's port."""
     # The bracket keeps pgrep from matching the shell that runs it.
-    pids = host.run("pgrep -f '/bin/pypi-serve[r] run'").stdout.split()
+    pids = host.run("pgrep -f '/cheeseshop-pypiserve[r] run'").stdout.split()
     return pids, len(host.check_output("ss -Htln 'sport = :8080'").splitlines())
 
 

@@ -194,6 +194,14 @@ local function to_pypiserver(port, path)
   return status, headers, rest
 end
 
+local ENTITIES = { amp = "&", lt = "<", gt = ">", quot = '"', ["#039"] = "'" }
+
+local function unescape_html(text)
+  return (text:gsub("&(#?%w+);", function(entity)
+    return ENTITIES[entity]
+  end))
+end
+
 -- The checked form goes to pypiserver. After its 200 the page service lists the change
 -- before the client hears of it.
 function M.forward(index, port, path, fields, files, socket_path)
@@ -212,6 +220,13 @@ function M.forward(index, port, path, fields, files, socket_path)
         ngx.log(ngx.ERR, "cheeseshop pages: ", request, ": ", line or err)
       end
     end
+  end
+  -- pypiserver's refusals (409 "already exists", 507 a full volume, ...) are Bottle's HTML
+  -- error page, which names pypiserver's own loopback address: only the message goes on.
+  local message = status >= 400 and body:match("<pre>(.-)</pre>")
+  if message then
+    body = unescape_html(message)
+    headers["content-type"] = "text/plain; charset=utf-8"
   end
   ngx.status = status
   for _, name in ipairs({ "Content-Type", "WWW-Authenticate", "Retry-After" }) do
