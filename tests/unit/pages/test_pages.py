@@ -137,3 +137,16 @@ def test_a_project_name_from_metadata_never_leaves_the_pages(tmp_path):
     pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}).rebuild()
     assert sorted(p.name for p in (pg / "simple").iterdir()) == ["index.html", "index.json", "sneaky"]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_file_whose_metadata_names_another_project_is_listed_nowhere(tmp_path, capsys):
+    """foo's file name with bar's metadata: on neither page (pip would refuse it on either)."""
+    pk, pg = tmp_path / "packages", tmp_path / "pages"
+    pk.mkdir()
+    fn, _ = wheel(pk, "bar", "1.0")
+    (pk / fn).rename(pk / "foo-1.0-py3-none-any.whl")
+    sd = sdist(pk, "Foo_Bar", "2.0")  # another spelling of one name is the same project
+    pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}).rebuild()
+    assert sorted(p.name for p in (pg / "simple").iterdir()) == ["foo-bar", "index.html", "index.json"]
+    assert sd in (pg / "simple/foo-bar/index.html").read_text()
+    assert "its metadata names the project 'bar', its file name 'foo'" in capsys.readouterr().err
