@@ -267,6 +267,26 @@ def test_hidden_or_misnamed_uploads_are_refused(host, curl, server, uploader, re
     assert good in body(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
 
 
+def test_an_upload_whose_metadata_names_another_project_is_not_stored(host, curl, server, uploader, reader):
+    """Security review #27, finding 6: a file named for one project whose own metadata names
+    another was stored. Listed on neither page, it was a file only those who know its name
+    could download. It is refused with 400 and nothing of it is kept; the real file of that
+    name and version is taken afterwards."""
+    ver = version()
+    good = f"cheeseshop_probe-{ver}-py3-none-any.whl"
+    other = make_wheel(host, "cheeseshop-other", ver)
+    code, text = form_upload(host, curl, server, uploader, other, "cheeseshop-probe", ver, good)
+    assert (code, text) == (400, f"{good} was not stored: its metadata names the project "
+                                 f"'cheeseshop-other', its file name 'cheeseshop_probe'.\n"), (code, text)
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    assert server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").rc == 1
+    assert status(host, curl, f"https://{server}/packages/{good}", reader) == 404
+    code, text = form_upload(host, curl, server, uploader, make_wheel(host, "cheeseshop-probe", ver),
+                             "cheeseshop-probe", ver, good)
+    assert code == 200, (code, text)
+    assert good in body(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
+
+
 def test_a_form_that_hides_a_second_file_from_a_plain_reader_is_refused(host, curl, server, uploader):
     """pypiserver reads forms with cgi, which ends lines at a bare LF and keeps the last file of
     a field: a delimiter hidden in the description opens a second content file for it. The
