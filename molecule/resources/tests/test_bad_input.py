@@ -40,3 +40,19 @@ def test_bad_value_is_refused_before_any_change(host, extra_vars, named):
     assert named in output, output
     assert "changed=0" in output, output
     assert unit_state(host) == before
+
+
+@pytest.mark.parametrize("role", ["users", "nginx_proxy"])
+def test_a_role_used_alone_computes_the_layout_and_checks_it(host, tmp_path, role):
+    """Without site.yml's layout step a role runs cheeseshop.pypi.layout itself: on the
+    converged host it changes nothing, and a bad index list is refused by the layout's own
+    check before anything changes."""
+    playbook = tmp_path / f"{role}-alone.yml"
+    playbook.write_text(f"- hosts: pypi_servers\n  become: true\n  roles: [cheeseshop.pypi.{role}]\n")
+    rc, output, _ = run_playbook(host.backend.get_hostname(), str(playbook), check_diff=True)
+    assert rc == 0 and "changed=0" in output, output
+    before = unit_state(host)
+    rc, output, _ = run_playbook(host.backend.get_hostname(), str(playbook),
+                                 {"pypi_indexes": [{"name": "main", "read": ["nobody"]}]})
+    assert rc == 2 and "gives read rights to 'nobody'" in output and "changed=0" in output, output
+    assert unit_state(host) == before
