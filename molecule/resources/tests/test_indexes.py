@@ -104,7 +104,8 @@ def test_reader_cannot_upload_and_publisher_only_writes_its_index(host, test_var
         f"{test_vars['cheeseshop_test_client_venv']}/bin/twine upload --non-interactive --disable-progress-bar "
         f"--cert {test_vars['cheeseshop_client_ca']} --repository-url https://{server}/public/ "
         f"-u '' -p '' {shlex.quote(client_wheel(host, 'cheeseshop-anonymous-upload', version()))}")
-    assert anonymous.rc != 0, anonymous.stdout
+    # The public index lets anyone read; pypiserver asks an anonymous uploader to log in.
+    assert anonymous.rc != 0 and twine_status(anonymous) == 401, anonymous.stdout + anonymous.stderr
 
 
 def test_an_upload_appears_in_its_own_index_only(host, curl, server, user, published):
