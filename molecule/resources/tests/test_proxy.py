@@ -65,6 +65,24 @@ def test_http2_hsts_and_no_server_version(host, curl, server, reader):
     assert "\nserver: nginx\r\n" in head, head  # curl writes the header lines as received: CRLF
 
 
+def test_every_answer_carries_one_hsts_header(host, curl, server, reader):
+    """HSTS is set once for the server (more_set_headers), not per location: every status and
+    every kind of location sends it exactly once."""
+    answers = {
+        f"https://{server}/simple/": (reader, "200"),
+        f"https://{server}/simple/Cheeseshop_Probe": (reader, "301"),
+        f"https://{server}/packages/no-such-file-1.0.tar.gz": (reader, "404"),
+        f"https://{server}/simple/?anonymous": (None, "401"),
+        f"https://{server}/no/such/path": (reader, "404"),
+        f"https://{server}/health": (None, "200"),
+    }
+    for url, (user, code) in answers.items():
+        head = headers(host, curl, url, user)
+        assert head.split(" ", 2)[1] == code, (url, head)
+        assert head.count("strict-transport-security:") == 1, (url, head)
+        assert "strict-transport-security: max-age=63072000\r\n" in head, (url, head)
+
+
 def test_served_certificate_is_not_a_ca(host, server, ca):
     """uv (rustls) refuses a CA used as a server certificate: the default is CA + leaf."""
     text = host.check_output(f"openssl s_client -connect {server}:443 -servername {server} </dev/null "
