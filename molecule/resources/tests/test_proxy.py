@@ -285,6 +285,25 @@ def test_hidden_or_misnamed_uploads_are_refused(host, curl, server, uploader, re
     assert good in body(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
 
 
+def test_hidden_files_in_the_packages_directory_are_not_served(host, curl, server, reader):
+    """Dot-files stored before nginx checked upload names (#27, finding 6) and uploads still
+    being written (.<file>.<random>.part) are nobody's download: 404, while the same bytes
+    under a plain name are served."""
+    ver = version()
+    plain = f"cheeseshop_probe-{ver}.tar.gz"
+    hidden = [f".{plain}", f".{plain}.0123456789abcdef.part"]
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    try:
+        for name in hidden + [plain]:
+            server_host.check_output(f"echo hidden | install -o pypiserver -g www-data -m 0640 /dev/stdin "
+                                     f"/srv/pypi/packages/{shlex.quote(name)}")
+        for name in hidden:
+            assert status(host, curl, f"https://{server}/packages/{name}", reader) == 404, name
+        assert body(host, curl, f"https://{server}/packages/{plain}", reader) == "hidden"
+    finally:
+        server_host.run(f"rm -f {' '.join('/srv/pypi/packages/' + shlex.quote(n) for n in hidden + [plain])}")
+
+
 def test_an_upload_whose_metadata_names_another_project_is_not_stored(host, curl, server, uploader, reader):
     """Security review #27, finding 6: a file named for one project whose own metadata names
     another was stored. Listed on neither page, it was a file only those who know its name
