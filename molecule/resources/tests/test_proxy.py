@@ -79,8 +79,8 @@ def test_every_answer_carries_one_hsts_header(host, curl, server, reader):
     for url, (user, code) in answers.items():
         head = headers(host, curl, url, user)
         assert head.split(" ", 2)[1] == code, (url, head)
-        assert head.count("strict-transport-security:") == 1, (url, head)
-        assert "strict-transport-security: max-age=63072000\r\n" in head, (url, head)
+        # check_output strips the last header's CRLF: read the lines, not the text.
+        assert re.findall(r"^strict-transport-security:(.*?)\r?$", head, re.M) == [" max-age=63072000"], (url, head)
 
 
 def test_served_certificate_is_not_a_ca(host, server, ca):
