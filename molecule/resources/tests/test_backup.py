@@ -111,6 +111,22 @@ def test_the_timer_runs_the_service_and_the_run_is_recorded(host):
     assert (password_file.user, password_file.group, password_file.mode) == ("root", "root", 0o600)
 
 
+def test_a_failed_run_is_recorded_and_keeps_the_last_success(host):
+    """What monitoring reads when a backup fails: the unit fails, the status says why, and the
+    last success stays. Here the repository is away (an unmounted backup disk, say)."""
+    good = back_up(host)
+    host.check_output(f"mv {REPOSITORY} {REPOSITORY}.away")
+    try:
+        run = host.run(f"systemctl start {SERVICE}")
+        status = json.loads(host.check_output(f"cat {STATUS}"))
+    finally:
+        host.check_output(f"mv {REPOSITORY}.away {REPOSITORY} && systemctl reset-failed {SERVICE}")
+    assert run.rc != 0
+    assert status["result"] == "failed" and status["snapshot_id"] is None, status
+    assert "Is there a repository at the following location?" in status["error"], status
+    assert status["last_success"] == good["last_success"], status
+
+
 def test_the_backup_service_is_sandboxed(host):
     out = host.check_output(f"systemd-analyze security {SERVICE} | tail -1")
     exposure = float(out.split("level for")[1].split(":", 1)[1].split()[0])
