@@ -5,8 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # molecule and ansible-lint call ansible-config, ansible-playbook... by name.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# Every scenario under molecule/ except the demo, which is not a test.
-SCENARIOS ?= $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
+# Every scenario under molecule/ except the demo, which is not a test; the longest first, since
+# tools/run-scenarios gives the next one to whichever lane is free.
+LONGEST_FIRST := default indexes debian13 upgrade supervisor
+ALL_SCENARIOS := $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
+SCENARIOS ?= $(foreach s,$(LONGEST_FIRST),$(filter $(s),$(ALL_SCENARIOS))) $(filter-out $(LONGEST_FIRST),$(ALL_SCENARIOS))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
 
 .PHONY: help venv docker lint unit build sanity docs test scenario demo demo-down bench timings lock clean
