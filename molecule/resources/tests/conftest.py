@@ -133,13 +133,13 @@ def main_pid(host):
 
 
 def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, collections_path=None,
-                 check_diff=False):
+                 check_diff=False, diff=False):
     """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
     extra_vars go through a 0600 temporary file, so test passwords never reach a command line.
     collections_path points at another build of the collection (an earlier release, say).
-    check_diff runs it as `--check --diff`, the operator's preview.
+    check_diff runs it as `--check --diff`, the operator's preview; diff as `--diff` alone.
     Returns (returncode, combined output, seconds).
     """
     args = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
@@ -151,6 +151,8 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, co
         args += ["--tags", tags]
     if check_diff:
         args += ["--check", "--diff"]
+    elif diff:
+        args.append("--diff")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(extra_vars or {}, handle)
     try:

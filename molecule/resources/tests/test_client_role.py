@@ -1,0 +1,173 @@
+"""cheeseshop.pypi.clients on the client container: its plain user installs and uploads with no
+flag and no environment variable, and the password is only where that user alone reads it.
+
+Everything runs as the user through a login shell (`su --login`), as a developer types it.
+"""
+import shlex
+
+import pytest
+
+from conftest import client_wheel, https_upload, project_playbook, run_playbook, version
+
+testinfra_hosts = ["ansible://pypi_clients"]
+
+PROJECT = "cheeseshop-probe"
+MODULE = "cheeseshop_probe"
+# Where the role writes, under the user's home.
+FILES = (".config/pip/pip.conf", ".config/uv/uv.toml", ".pypirc", ".netrc")
+ORIG = ".cheeseshop-orig"
+
+
+def login(host, user, command):
+    """command as user in a login shell: the environment is the user's own, nothing from ours."""
+    return host.run(f"su --login {shlex.quote(user)} --command {shlex.quote(command)}")
+
+
+@pytest.fixture(scope="module")
+def user(test_vars):
+    return test_vars["cheeseshop_test_plain_user"]
+
+
+@pytest.fixture(scope="module")
+def home(host, user):
+    return host.user(user).home
+
+
+@pytest.fixture(scope="module")
+def tools(test_vars):
+    """twine and uv, from the client virtualenv prepare made (a full path is not a flag)."""
+    venv = test_vars["cheeseshop_test_client_venv"]
+    return {"twine": f"{venv}/bin/twine", "uv": f"{venv}/bin/uv"}
+
+
+@pytest.fixture(scope="module")
+def password(test_vars, credentials):
+    """The password of the account the converge configured."""
+    return credentials[test_vars["client_accounts"][0]["username"]]
+
+
+@pytest.fixture
+def published(host, test_vars, server, ca, uploader):
+    """A version of the probe package that no earlier run uploaded, on the index (uploaded as
+    the other tests do, with explicit flags: the user's own configuration is not involved)."""
+    ver = version()
+    path = client_wheel(host, PROJECT, ver)
+    run = https_upload(host, test_vars, server, ca, path, uploader)
+    assert run.rc == 0, run.stdout + run.stderr
+    yield ver
+    host.run(f"rm -rf /var/tmp/proxy-{ver}")
+
+
+def installed_version(host, user, python):
+    return login(host, user, f"{python} -c 'import {MODULE} as m; print(m.VERSION)'").stdout.strip()
+
+
+def test_the_login_shell_sets_nothing_for_the_tools(host, user):
+    """The tests below would prove nothing if the environment configured the tools."""
+    env = login(host, user, "env").stdout.split("\n")
+    names = ("PIP_", "UV_", "TWINE_", "REQUESTS_CA_BUNDLE=", "CURL_CA_BUNDLE=", "SSL_CERT_", "NETRC=")
+    assert [line.split("=", 1)[0] for line in env if line.startswith(names)] == []
+
+
+def test_pip_installs_with_no_flags(host, user, published):
+    run = login(host, user, f"python3 -m venv ~/pip-{published} && ~/pip-{published}/bin/pip install "
+                            f"{PROJECT}=={published}")
+    assert run.rc == 0, run.stdout + run.stderr
+    assert installed_version(host, user, f"~/pip-{published}/bin/python") == published
+
+
+def test_uv_pip_installs_with_no_flags(host, user, tools, published):
+    run = login(host, user, f"mkdir ~/uv-{published} && cd ~/uv-{published} && {tools['uv']} venv && "
+                            f"{tools['uv']} pip install {PROJECT}=={published}")
+    assert run.rc == 0, run.stdout + run.stderr
+    assert installed_version(host, user, f"~/uv-{published}/.venv/bin/python") == published
+
+
+def test_uv_add_with_no_flags(host, user, tools, published):
+    run = login(host, user, f"mkdir ~/add-{published} && cd ~/add-{published} && {tools['uv']} init --bare && "
+                            f"{tools['uv']} add {PROJECT}=={published}")
+    assert run.rc == 0, run.stdout + run.stderr
+    assert installed_version(host, user, f"~/add-{published}/.venv/bin/python") == published
+
+
+def test_twine_uploads_by_repository_name(host, user, tools, curl, server, reader):
+    ver = version()
+    wheel = client_wheel(host, PROJECT, ver)
+    try:
+        run = login(host, user, f"{tools['twine']} upload --repository main {wheel}")
+        assert run.rc == 0, run.stdout + run.stderr
+        page = host.check_output(f"{curl} -u {shlex.quote(':'.join(reader))} https://{server}/simple/{PROJECT}/")
+        assert wheel.rsplit("/", 1)[1] in page
+    finally:
+        host.run(f"rm -rf /var/tmp/proxy-{ver}")
+
+
+def test_the_credential_files_are_the_users_alone(host, user, home):
+    got = {name: (host.file(f"{home}/{name}").mode, host.file(f"{home}/{name}").user) for name in (".netrc", ".pypirc")}
+    assert got == {".netrc": (0o600, user), ".pypirc": (0o600, user)}
+
+
+def test_pip_and_uv_configuration_hold_no_credential(host, home, password, test_vars):
+    username = test_vars["client_accounts"][0]["username"]
+    for name in FILES[:2]:
+        text = host.file(f"{home}/{name}").content_string
+        assert "https://" in text and password not in text and username not in text, name
+
+
+def test_only_the_credential_files_hold_the_password(host, home, password):
+    # grep reads the password from stdin: it is in no command line of the host.
+    found = host.run(f"printf %s {shlex.quote(password)} | grep -rlsF -f - /home /root /etc /opt /srv /usr/local "
+                     "/var/tmp /tmp").stdout.split()
+    assert sorted(found) == [f"{home}/.netrc", f"{home}/.pypirc"]
+
+
+def test_no_other_user_can_read_the_password(host, password):
+    run = host.run(f"printf %s {shlex.quote(password)} | runuser -u nobody -- grep -rlsF -f - /home /root /etc "
+                   "/opt /srv /usr/local /var/tmp /tmp")
+    # grep: 1 when nothing matched, 2 when some file was unreadable too; either way no match.
+    assert (run.rc, run.stdout) in ((1, ""), (2, ""))
+
+
+# --- A second account, created and removed by the test --------------------------------------
+
+ORIGINAL_NETRC = "machine git.example.org login someone password not-the-index\n"
+ORIGINAL_PIP = "[global]\ntimeout = 30\n"
+
+
+@pytest.fixture
+def fresh_account(host, reader):
+    """A new local user with a ~/.netrc and a pip.conf of its own, given an account on the index
+    (molecule-reader's; the password comes from client_users, the vault); removed afterwards."""
+    local = f"ci-{version().rsplit('.', 1)[1][-6:]}"
+    host.check_output(f"useradd --create-home --shell /bin/bash {local}")
+    home = host.user(local).home
+    host.check_output(f"install -d -o {local} -g {local} {home}/.config/pip && "
+                      f"printf %s {shlex.quote(ORIGINAL_NETRC)} > {home}/.netrc && "
+                      f"printf %s {shlex.quote(ORIGINAL_PIP)} > {home}/.config/pip/pip.conf && "
+                      f"chown {local}: {home}/.netrc {home}/.config/pip/pip.conf && chmod 0600 {home}/.netrc")
+    extra = {"client_accounts": [{"user": local, "index": "main", "username": reader[0]}]}
+    yield {"user": local, "home": home, "extra": extra}
+    host.run(f"userdel --remove {local}")
+
+
+def test_a_verbose_run_with_diff_prints_no_password(host, name, fresh_account, reader):
+    rc, out, _ = run_playbook(name, project_playbook("clients.yml"), fresh_account["extra"], verbosity=3, diff=True)
+    assert rc == 0, out[-3000:]
+    assert reader[1] not in out
+
+
+def test_absent_puts_back_the_files_there_were(host, name, fresh_account):
+    """Present, then absent: the user's own files are back as they were, the role's are gone, and
+    so is the CA (under a name of its own here: the scenario's CA stays for the other tests)."""
+    home, playbook = fresh_account["home"], project_playbook("clients.yml")
+    ca_name = f"cheeseshop-{fresh_account['user']}"
+    extra = {**fresh_account["extra"], "client_ca_name": ca_name}
+    rc, out, _ = run_playbook(name, playbook, extra)
+    assert rc == 0, out[-3000:]
+    rc, out, _ = run_playbook(name, playbook, {**extra, "client_state": "absent"})
+    assert rc == 0, out[-3000:]
+    paths = [f"{home}/{path}" for path in FILES + tuple(f + ORIG for f in FILES)]
+    paths.append(f"/usr/local/share/ca-certificates/{ca_name}.crt")
+    got = {path: (host.file(path).content_string if host.file(path).exists else None) for path in paths}
+    assert got == {**{path: None for path in paths},
+                   f"{home}/.config/pip/pip.conf": ORIGINAL_PIP, f"{home}/.netrc": ORIGINAL_NETRC}
