@@ -171,3 +171,14 @@ def test_absent_puts_back_the_files_there_were(host, name, fresh_account):
     got = {path: (host.file(path).content_string if host.file(path).exists else None) for path in paths}
     assert got == {**{path: None for path in paths},
                    f"{home}/.config/pip/pip.conf": ORIGINAL_PIP, f"{home}/.netrc": ORIGINAL_NETRC}
+
+
+def test_an_account_of_no_local_user_fails_before_anything_changes(host, name, reader):
+    """Bad input stops the run with a message that names the offender, before the CA (the first
+    change the role makes) is written, and the message holds no password."""
+    ca_name = f"cheeseshop-refused-{version().rsplit('.', 1)[1]}"
+    extra = {"client_ca_name": ca_name,
+             "client_accounts": [{"user": "no-such-account", "index": "main", "username": reader[0]}]}
+    rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
+    written = host.file(f"/usr/local/share/ca-certificates/{ca_name}.crt").exists
+    assert (rc != 0, "no local account no-such-account" in out, written, reader[1] in out) == (True, True, False, False)
