@@ -182,3 +182,16 @@ def test_an_account_of_no_local_user_fails_before_anything_changes(host, name, r
     rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
     written = host.file(f"/usr/local/share/ca-certificates/{ca_name}.crt").exists
     assert (rc != 0, "no local account no-such-account" in out, written, reader[1] in out) == (True, True, False, False)
+
+
+def test_a_link_in_the_home_is_refused_before_anything_changes(host, name, fresh_account):
+    """The role writes in the home as root: an account's ~/.netrc pointing at /etc/shadow must
+    not get the shadow file copied to it as "the original", nor anything else written."""
+    home = fresh_account["home"]
+    host.check_output(f"ln -sfn /etc/shadow {home}/.netrc")
+    ca_name = f"cheeseshop-{fresh_account['user']}"
+    extra = {**fresh_account["extra"], "client_ca_name": ca_name}
+    rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
+    written = [path for path in (f"/usr/local/share/ca-certificates/{ca_name}.crt", f"{home}/.netrc{ORIG}",
+                                 f"{home}/.pypirc", f"{home}/.config/uv") if host.file(path).exists]
+    assert (rc != 0, f"links: {home}/.netrc." in out, written) == (True, True, [])
