@@ -232,6 +232,9 @@ def test_restore_refuses_an_empty_or_missing_repository_and_an_unknown_snapshot(
     other = f"/var/backups/cheeseshop-{case}-{version()}"
     if case == "empty":
         host.check_output(f"cheeseshop-restic -r {other} init")
+    elif case == "unknown-snapshot":
+        # The repository must hold a backup, or the restore refuses it as empty instead.
+        back_up(host)
     extra = {"restore_snapshot": "0123abcd"} if case == "unknown-snapshot" else {"backup_repository": other}
     expected = {"empty": f"The repository {other} holds no backup to restore.",
                 "missing": f"There is no repository at {other}",
