@@ -3,18 +3,22 @@ flag and no environment variable, and the password is only where that user alone
 
 Everything runs as the user through a login shell (`su --login`), as a developer types it.
 """
+import copy
+import secrets
 import shlex
 
 import pytest
 
-from conftest import client_wheel, https_upload, project_playbook, run_playbook, version
+from conftest import client_wheel, https_upload, project_playbook, run_playbook, status, version
 
 testinfra_hosts = ["ansible://pypi_clients"]
 
 PROJECT = "cheeseshop-probe"
 MODULE = "cheeseshop_probe"
 # Where the role writes, under the user's home.
-FILES = (".config/pip/pip.conf", ".config/uv/uv.toml", ".pypirc", ".netrc")
+FILES = (".config/pip/pip.conf", ".config/uv/uv.toml", ".config/pypoetry/config.toml", ".pypirc", ".netrc")
+# Those of them that name the index but hold no credential.
+PLAIN = FILES[:3]
 ORIG = ".cheeseshop-orig"
 
 
@@ -35,9 +39,11 @@ def home(host, user):
 
 @pytest.fixture(scope="module")
 def tools(test_vars):
-    """twine and uv, from the client virtualenv prepare made (a full path is not a flag)."""
+    """twine, uv and pip, from the client virtualenv prepare made, and poetry from its own (a
+    full path is not a flag)."""
     venv = test_vars["cheeseshop_test_client_venv"]
-    return {"twine": f"{venv}/bin/twine", "uv": f"{venv}/bin/uv"}
+    return {"twine": f"{venv}/bin/twine", "uv": f"{venv}/bin/uv", "pip": f"{venv}/bin/pip",
+            "poetry": f"{test_vars['cheeseshop_test_poetry_venv']}/bin/poetry"}
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +96,19 @@ def test_uv_add_with_no_flags(host, user, tools, published):
     assert installed_version(host, user, f"~/add-{published}/.venv/bin/python") == published
 
 
+def test_poetry_add_with_no_flags(host, user, tools, server, published):
+    """poetry has no machine-wide source: the project names the index once, by the index's name,
+    as a team commits it in pyproject.toml. The CA and the login come from the role's files."""
+    project = f"~/poetry-{published}"
+    run = login(host, user, f"mkdir {project} && cd {project} && {tools['poetry']} init --no-interaction "
+                            f"--name consumer && {tools['poetry']} source add --priority=primary main "
+                            f"https://{server}/simple/ && {tools['poetry']} add {PROJECT}=={published}")
+    assert run.rc == 0, run.stdout + run.stderr
+    got = login(host, user, f"cd {project} && {tools['poetry']} run python -c "
+                            f"'import {MODULE} as m; print(m.VERSION)'").stdout.strip()
+    assert got == published
+
+
 def test_twine_uploads_by_repository_name(host, user, tools, curl, server, reader):
     ver = version()
     wheel = client_wheel(host, PROJECT, ver)
@@ -109,7 +128,7 @@ def test_the_credential_files_are_the_users_alone(host, user, home):
 
 def test_pip_and_uv_configuration_hold_no_credential(host, home, password, test_vars):
     username = test_vars["client_accounts"][0]["username"]
-    for name in FILES[:2]:
+    for name in PLAIN:
         text = host.file(f"{home}/{name}").content_string
         assert "https://" in text and password not in text and username not in text, name
 
@@ -126,6 +145,35 @@ def test_no_other_user_can_read_the_password(host, password):
                    "/opt /srv /usr/local /var/tmp /tmp")
     # grep: 1 when nothing matched, 2 when some file was unreadable too; either way no match.
     assert (run.rc, run.stdout) in ((1, ""), (2, ""))
+
+
+def test_no_command_line_or_environment_holds_the_password_during_a_long_download(
+        host, user, tools, test_vars, server, ca, uploader, password):
+    """While pip downloads a 50 MiB file as the user, every process's command line and the
+    user's processes' environments are read over and over: none holds the password, or a URL
+    with a login in it. The samples must include pip's own command line (the check saw it run)."""
+    ver = version()
+    wheel = client_wheel(host, PROJECT, ver, payload_mb=50)
+    samples, environs = f"/var/tmp/proxy-{ver}/ps", f"/var/tmp/proxy-{ver}/environ"
+    try:
+        run = https_upload(host, test_vars, server, ca, wheel, uploader)
+        assert run.rc == 0, run.stdout + run.stderr
+        download = shlex.quote(f"{tools['pip']} download --no-deps --dest ~/dl-{ver} {PROJECT}=={ver}")
+        run = host.run(
+            f"su --login {user} --command {download} & pid=$!; "
+            f"while kill -0 $pid 2>/dev/null; do ps -eo args >> {samples}; "
+            f"for p in $(pgrep -u {user}); do tr '\\0' '\\n' < /proc/$p/environ; done >> {environs} 2>/dev/null; "
+            "done; wait $pid")
+        assert run.rc == 0, run.stdout + run.stderr
+        got = host.file(f"{host.user(user).home}/dl-{ver}/{wheel.rsplit('/', 1)[1]}").sha256sum
+        assert got == host.file(wheel).sha256sum
+        lines = host.file(samples).content_string.split("\n")
+        assert any("download --no-deps --dest" in line for line in lines), "pip was never seen running"
+        leaked = [line for line in lines + host.file(environs).content_string.split("\n")
+                  if password in line or f"{uploader[0]}:" in line or f"{uploader[0]}@" in line]
+        assert leaked == []
+    finally:
+        host.run(f"rm -rf /var/tmp/proxy-{ver} ~{user}/dl-{ver}")
 
 
 # --- A second account, created and removed by the test --------------------------------------
@@ -195,3 +243,41 @@ def test_a_link_in_the_home_is_refused_before_anything_changes(host, name, fresh
     written = [path for path in (f"/usr/local/share/ca-certificates/{ca_name}.crt", f"{home}/.netrc{ORIG}",
                                  f"{home}/.pypirc", f"{home}/.config/uv") if host.file(path).exists]
     assert (rc != 0, f"links: {home}/.netrc." in out, written) == (True, True, [])
+
+
+def test_a_password_rotated_in_vault_works_at_once_on_both_sides(host, name, server, fresh_account, vault_users,
+                                                                 indexes, tools, curl, published):
+    """A user of the index gets a new password in vault; users.yml on the server and clients.yml
+    on the client, each run once, and the account's next pip install works, while the old
+    password is refused at once. The extra vars stand in for the vault: pypi_users is what both
+    sides read (the client's client_users is the server's pypi_users)."""
+    probe = f"rotate-{version().rsplit('.', 1)[1]}"
+    first, second = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    rights = copy.deepcopy(indexes)
+    rights[0]["read"] = rights[0]["read"] + [probe]
+    local = fresh_account["user"]
+    account = {"client_accounts": [{"user": local, "index": "main", "username": probe}]}
+
+    def rotate_to(password):
+        users = vault_users + [{"name": probe, "password": password}]
+        for hostname, playbook, extra in ((server, "users.yml", {"pypi_indexes": rights}), (name, "clients.yml", account)):
+            rc, out, _ = run_playbook(hostname, project_playbook(playbook), {"pypi_users": users, **extra})
+            assert rc == 0, out[-3000:]
+            assert first not in out and second not in out
+
+    def installs():
+        run = login(host, local, f"rm -rf ~/v && python3 -m venv ~/v && ~/v/bin/pip install {PROJECT}=={published}")
+        return run.rc == 0 and installed_version(host, local, "~/v/bin/python") == published
+
+    def status_with(password):
+        return status(host, curl, f"https://{server}/simple/{PROJECT}/", (probe, password))
+
+    try:
+        rotate_to(first)
+        assert (installs(), status_with(first)) == (True, 200)
+        rotate_to(second)
+        assert (installs(), status_with(second), status_with(first)) == (True, 200, 401)
+    finally:
+        rc, out, _ = run_playbook(server, project_playbook("users.yml"),
+                                  {"pypi_users": vault_users + [{"name": probe, "state": "absent"}], "pypi_indexes": indexes})
+        assert rc == 0, out[-3000:]
