@@ -71,7 +71,7 @@ build: venv
 	$(BIN)/ansible-galaxy collection install --force -p build/collections build/cheeseshop-pypi-*.tar.gz
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/build/collections $(BIN)/ansible-playbook \
 	  -i inventories/example --vault-password-file inventories/vault-password.test-only \
-	  --syntax-check cheeseshop.pypi.site cheeseshop.pypi.users cheeseshop.pypi.restore
+	  --syntax-check cheeseshop.pypi.site cheeseshop.pypi.users cheeseshop.pypi.restore cheeseshop.pypi.aws_backup
 	$(BIN)/python tools/check-core-install build/cheeseshop-pypi-*.tar.gz
 	# Every module's and filter's documentation must parse. ansible-doc only warns (and exits 0)
 	# about a plugin it cannot document, so its JSON must hold a doc for each one.
