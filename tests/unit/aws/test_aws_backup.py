@@ -3,8 +3,9 @@ emulator: what it creates is read back with boto3, as AWS would answer it.
 
 moto 5.2.5 cannot prove everything (docs/backup.md, "What moto cannot prove"):
 - it has no backup selections (ListBackupSelections answers 500): the selection task is
-  skipped by its tag here, and test_selection_* is a strict xfail that turns red once moto
-  implements them, so that the skip can go;
+  skipped by its tag where it would call that API (it runs where the role must not call it),
+  and test_selection_* is a strict xfail that turns red once moto implements them, so that
+  the skip can go;
 - for a vault that does not exist, DescribeBackupVault answers ResourceNotFoundException where
   AWS answers AccessDeniedException, which is what amazon.aws.backup_vault expects before it
   creates one: the vault is made with boto3 first, so the role takes its "exists" path, and
@@ -163,6 +164,16 @@ def test_check_mode_on_a_changed_input_reports_it_and_changes_nothing(aws, tmp_p
     assert aws.volume_tags(volume) == {}
 
 
+def test_check_mode_before_the_first_run_creates_nothing(aws, tmp_path):
+    aws.backup.create_backup_vault(BackupVaultName="cheeseshop-pypi")
+    volume = aws.volume()
+    # With the selection task: it must not run (and fail) for a plan that does not exist yet.
+    checked = converged(play(aws, tmp_path, "--check", data_device=volume, skip_selection=False))
+    assert checked.changed == 2, checked.stdout[-3000:]  # the plan and the volume's tag
+    assert aws.plans() == {}
+    assert aws.volume_tags(volume) == {}
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"aws_backup_retention_days": 0},
      "aws_backup_retention_days counts the days a recovery point is kept: at least 1, got 0."),
@@ -192,7 +203,9 @@ def test_absent_removes_the_plan_and_the_empty_vault_and_keeps_the_volume_tag(aw
     assert aws.plans() == {}
     assert aws.backup.list_backup_vaults()["BackupVaultList"] == []
     assert aws.volume_tags(volume) == {"cheeseshop:backup": "cheeseshop-pypi"}
-    assert converged(play(aws, tmp_path, data_device=volume, aws_backup_state="absent")).changed == 0
+    # With the selection task: removing a selection whose plan is gone must not fail.
+    again = converged(play(aws, tmp_path, data_device=volume, aws_backup_state="absent", skip_selection=False))
+    assert again.changed == 0
 
 
 def test_keys_given_as_variables_are_never_printed(aws, tmp_path):
