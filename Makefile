@@ -26,7 +26,7 @@ help:
 	@echo "make build      build the collection; install it on ansible-core alone with its dependencies"
 	@echo "make sanity     ansible-test sanity on the built artifact (Python 3.11; needs only PyPI)"
 	@echo "make docs       regenerate docs/roles/*.md from each role's meta/argument_specs.yml"
-	@echo "make unit       unit tests of the collection's modules (no Docker)"
+	@echo "make unit       unit tests of the collection's modules, the aws_backup role against moto (no Docker)"
 
 $(BIN)/molecule: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,7 @@ lint: venv
 	tools/check-inventories
 
 # Modules run against this machine's real libcrypt; the import path is the linked collection.
+# tests/unit/aws starts moto's server (the AWS API emulator) on a free loopback port.
 unit: venv
 	PYTHONPATH=$(CURDIR)/.ansible/collections $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
