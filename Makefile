@@ -53,7 +53,7 @@ lint: venv
 	$(BIN)/python tools/check-argument-specs roles
 	$(BIN)/python -m pyflakes molecule/resources/tests tests plugins tools/timings tools/bench \
 	  tools/check-argument-specs tools/check-doc tools/check-dependencies tools/check-core-install \
-	  tools/role-docs tools/check-scenario-tests
+	  tools/role-docs tools/check-scenario-tests tools/restore-timing
 	$(BIN)/python tools/check-dependencies
 	$(BIN)/python tools/check-scenario-tests
 	$(BIN)/python tools/role-docs --check
