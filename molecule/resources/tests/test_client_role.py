@@ -3,9 +3,11 @@ flag and no environment variable, and the password is only where that user alone
 
 Everything runs as the user through a login shell (`su --login`), as a developer types it.
 """
+import configparser
 import copy
 import secrets
 import shlex
+import tomllib
 
 import pytest
 
@@ -202,6 +204,33 @@ def test_a_verbose_run_with_diff_prints_no_password(host, name, fresh_account, r
     rc, out, _ = run_playbook(name, project_playbook("clients.yml"), fresh_account["extra"], verbosity=3, diff=True)
     assert rc == 0, out[-3000:]
     assert reader[1] not in out
+
+
+def test_the_indexes_come_from_pypi_indexes_and_each_gets_its_entries(host, name, server, fresh_account, reader):
+    """With pypi_indexes visible to the client (group_vars/all), client_indexes takes their names
+    and paths from it. An account on two indexes: pip and uv install from the first (uv's
+    second index is explicit), and twine and poetry get a repository for each."""
+    home, user = fresh_account["home"], fresh_account["user"]
+    extra = {"pypi_indexes": [{"name": "main", "read": [reader[0]]},
+                              {"name": "team", "path": "/private/team/", "upload": [reader[0]]}],
+             "client_accounts": [{"user": user, "index": index, "username": reader[0]} for index in ("main", "team")]}
+    rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
+    assert rc == 0, out[-3000:]
+    pip = configparser.ConfigParser()
+    pip.read_string(host.file(f"{home}/.config/pip/pip.conf").content_string)
+    pypirc = configparser.ConfigParser()
+    pypirc.read_string(host.file(f"{home}/.pypirc").content_string)
+    uv = tomllib.loads(host.file(f"{home}/.config/uv/uv.toml").content_string)
+    poetry = tomllib.loads(host.file(f"{home}/.config/pypoetry/config.toml").content_string)
+    base = f"https://{server}"
+    assert pip["global"]["index-url"] == f"{base}/simple/"
+    assert [(i["name"], i["url"], i.get("default", False), i.get("explicit", False)) for i in uv["index"]] == [
+        ("main", f"{base}/simple/", True, False), ("team", f"{base}/private/team/simple/", False, True)]
+    assert pypirc["distutils"]["index-servers"].split() == ["main", "team"]
+    assert (pypirc["main"]["repository"], pypirc["team"]["repository"]) == (f"{base}/", f"{base}/private/team/")
+    assert {key: value["url"] for key, value in poetry["repositories"].items()} == {
+        "main": f"{base}/", "team": f"{base}/private/team/"}
+    assert set(poetry["certificates"]) == {"main", "team"}
 
 
 def test_absent_puts_back_the_files_there_were(host, name, fresh_account):
