@@ -133,16 +133,17 @@ def main_pid(host):
 
 
 def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, collections_path=None,
-                 check_diff=False, diff=False):
+                 check_diff=False, diff=False, inventory=None):
     """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
     extra_vars go through a 0600 temporary file, so test passwords never reach a command line.
     collections_path points at another build of the collection (an earlier release, say).
     check_diff runs it as `--check --diff`, the operator's preview; diff as `--diff` alone.
+    inventory replaces the scenario's (a host the test made itself).
     Returns (returncode, combined output, seconds).
     """
-    args = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+    args = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"],
             "--limit", hostname]
     if verbosity:
         args.append("-" + "v" * verbosity)
@@ -252,6 +253,18 @@ def served_while_pypiserver_is_down(host, curl, base, project, reader, server_ho
     assert status(host, curl, page, reader) == 200
 
 
+def listed_files(host, curl, base, user=None):
+    """{file name: (sha256, URL)} of every file the index at base (https://NAME/PATH/) lists to
+    this reader, read from its PEP 691 JSON pages."""
+    accept = "-H 'Accept: application/vnd.pypi.simple.v1+json'"
+    files = {}
+    for project in json.loads(body(host, f"{curl} {accept}", f"{base}simple/", user))["projects"]:
+        page = f"{base}simple/{project['name']}/"
+        for found in json.loads(body(host, f"{curl} {accept}", page, user))["files"]:
+            files[found["filename"]] = (found["hashes"]["sha256"], urljoin(page, found["url"]))
+    return files
+
+
 def until_page(host, curl, page, user, text, listed=True):
     """Reads the page until it lists text (or, listed=False, no longer does); fails after 10 s."""
     for _ in range(100):
@@ -311,7 +324,8 @@ def loops(name):
 
 
 def docker(*args):
-    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=120)
+    """Run the docker client on the controller; returns what it printed."""
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120).stdout
 
 
 def source_of(host, path):
