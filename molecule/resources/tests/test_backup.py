@@ -10,11 +10,14 @@ import json
 import os
 import shlex
 import subprocess
+import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import PROJECT, VAULT_PASSWORD_FILE, project_playbook, run_playbook, version
+from conftest import (HOST_CURL, PROJECT, VAULT_PASSWORD_FILE, client_wheel, listed_files, project_playbook,
+                      run_playbook, version)
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -148,6 +151,101 @@ def test_a_backup_holds_packages_users_and_tls_but_no_upload_being_written(host,
         assert path in listed
     assert partial not in listed
     assert not [line for line in listed if line.endswith(".part") or line.startswith("/srv/pypi/pages")]
+
+
+# Run on the server: waits for the upload's hidden file to hold its first bytes, then stops the
+# pypiserver writing it, mid-write (a slow disk, frozen), and prints the file's name and size.
+# Prints the final name and -1 when the file was whole and renamed before it was seen.
+CATCH_MID_WRITE = """
+import os, signal, sys
+directory, name, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("watching", flush=True)
+while True:
+    for entry in os.scandir(directory):
+        try:
+            if entry.name == name:
+                print(name, -1, flush=True)
+                sys.exit(0)
+            if entry.name.startswith(f".{name}.") and entry.name.endswith(".part") and entry.stat().st_size:
+                os.kill(pid, signal.SIGSTOP)
+                print(entry.name, os.stat(entry.path).st_size, flush=True)
+                sys.exit(0)
+        except FileNotFoundError:
+            pass
+"""
+
+
+def upload_caught_mid_write(host, client, test_vars, credentials, payload_mb):
+    """A slowed-down upload of a payload_mb MiB wheel from the client, over HTTPS, caught while
+    pypiserver writes it: pypiserver is stopped (SIGSTOP) with the upload's .part file partly
+    written. Returns the curl process, pypiserver's pid, the wheel's file name and sha256, the
+    .part file's name and size; or None when the whole file was written before it was caught."""
+    server, directory = test_vars["groups"]["pypi_servers"][0], "/srv/pypi/indexes/public"
+    project, ver = "cheeseshop-in-flight", version()
+    wheel = client_wheel(client, project, ver, payload_mb=payload_mb)
+    name, whole, sha256 = os.path.basename(wheel), client.file(wheel).size, client.file(wheel).sha256sum
+    pid = host.check_output("systemctl show --value --property=MainPID pypiserver@public")
+    watcher = subprocess.Popen(["docker", "exec", host.backend.get_hostname(), "python3", "-c", CATCH_MID_WRITE,
+                                directory, name, pid], stdout=subprocess.PIPE, text=True)
+    assert watcher.stdout.readline() == "watching\n"
+    user = f"release-bot:{credentials['release-bot']}"
+    curl = subprocess.Popen(
+        ["docker", "exec", test_vars["groups"]["clients"][0], "curl", "-s", "--limit-rate", "20M",
+         "--cacert", test_vars["cheeseshop_client_ca"], "-u", user, "-w", "\n%{http_code}",
+         "-F", ":action=file_upload", "-F", "protocol_version=1", "-F", f"name={project}", "-F", f"version={ver}",
+         "-F", f"content=@{wheel}", f"https://{server}/public/"], stdout=subprocess.PIPE, text=True)
+    try:
+        while watcher.poll() is None and curl.poll() is None:
+            time.sleep(0.1)
+        # An upload that ended without being stored (a refusal) leaves the watcher waiting.
+        out, _ = watcher.communicate(timeout=None if curl.returncode is None else 30)
+        assert watcher.returncode == 0, out
+    except BaseException:
+        watcher.kill()
+        curl.kill()
+        host.run(f"kill -CONT {pid}")
+        raise
+    finally:
+        client.run(f"rm -rf {os.path.dirname(wheel)}")
+    partial, size = out.split()[-2:]
+    if 0 < int(size) < whole:
+        return SimpleNamespace(curl=curl, pid=pid, name=name, sha256=sha256, partial=partial, size=int(size))
+    host.check_output(f"kill -CONT {pid}")
+    curl.communicate(timeout=600)
+    return None
+
+
+def test_a_backup_during_an_upload_restores_no_truncated_file(host, test_vars, credentials, client):
+    """A backup taken while a 50 MiB upload is being written holds the index's whole files and
+    nothing of that upload: restored, every file has the sha256 the index lists for it."""
+    for _ in range(3):
+        caught = upload_caught_mid_write(host, client, test_vars, credentials, payload_mb=50)
+        if caught:
+            break
+    else:
+        pytest.fail("the upload was written whole three times before it could be caught half-way")
+    name, staging = caught.name, f"/var/tmp/in-flight-{version()}"
+    try:
+        # pypiserver stands still with the upload half on disk, under its hidden name only.
+        assert host.file(f"/srv/pypi/indexes/public/{caught.partial}").size == caught.size
+        assert not host.file(f"/srv/pypi/indexes/public/{name}").exists
+        snapshot = back_up(host)["snapshot_id"]
+    finally:
+        host.run(f"kill -CONT {caught.pid}")
+        out, _ = caught.curl.communicate(timeout=600)
+    assert out.endswith("\n200"), out
+    listed = {file: sha for file, (sha, _) in listed_files(host, HOST_CURL, "https://localhost/public/").items()}
+    assert listed[name] == caught.sha256
+    try:
+        # What the snapshot holds, as restic restores it (without the role's exclusions).
+        host.check_output(f"cheeseshop-restic restore {snapshot} --target {staging} --include /srv/pypi/indexes/public")
+        restored = dict(line.split()[::-1] for line in host.check_output(
+            f"cd {staging}/srv/pypi/indexes/public && find . -type f -printf '%P\\0' | xargs -0 -r sha256sum"
+        ).splitlines())
+    finally:
+        host.run(f"rm -rf {staging}")
+    assert not [file for file in restored if file.endswith(".part") or name in file], sorted(restored)
+    assert restored == {file: sha for file, sha in listed.items() if file != name}
 
 
 def test_lost_packages_index_users_and_ca_come_back_and_are_served(host, client, name, test_vars, credentials, paths):
