@@ -159,6 +159,17 @@ def test_a_backup_holds_packages_users_and_tls_but_no_upload_being_written(host,
 CATCH_MID_WRITE = """
 import os, signal, sys
 directory, name, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def stopped():
+    # kill() returns before the process stops: a write under way still completes.
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] not in "tT":
+                return False
+    return True
+
+
 print("watching", flush=True)
 while True:
     for entry in os.scandir(directory):
@@ -168,6 +179,8 @@ while True:
                 sys.exit(0)
             if entry.name.startswith(f".{name}.") and entry.name.endswith(".part") and entry.stat().st_size:
                 os.kill(pid, signal.SIGSTOP)
+                while not stopped():
+                    pass
                 print(entry.name, os.stat(entry.path).st_size, flush=True)
                 sys.exit(0)
         except FileNotFoundError:
