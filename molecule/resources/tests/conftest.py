@@ -265,6 +265,15 @@ def listed_files(host, curl, base, user=None):
     return files
 
 
+def sha256_by_name(host, directory, hidden=False):
+    """{file name: sha256} of the files directly in directory; hidden ones (uploads being
+    written) only when asked."""
+    skip = "" if hidden else "! -name '.*' "
+    out = host.check_output(f"cd {shlex.quote(directory)} && find . -maxdepth 1 -type f {skip}-printf '%P\\0'"
+                            " | xargs -0 -r sha256sum")
+    return dict(line.split()[::-1] for line in out.splitlines())
+
+
 def until_page(host, curl, page, user, text, listed=True):
     """Reads the page until it lists text (or, listed=False, no longer does); fails after 10 s."""
     for _ in range(100):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import (HOST_CURL, PROJECT, VAULT_PASSWORD_FILE, client_wheel, listed_files, project_playbook,
-                      run_playbook, version)
+                      run_playbook, sha256_by_name, version)
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -252,9 +252,7 @@ def test_a_backup_during_an_upload_restores_no_truncated_file(host, test_vars, c
     try:
         # What the snapshot holds, as restic restores it (without the role's exclusions).
         host.check_output(f"cheeseshop-restic restore {snapshot} --target {staging} --include /srv/pypi/indexes/public")
-        restored = dict(line.split()[::-1] for line in host.check_output(
-            f"cd {staging}/srv/pypi/indexes/public && find . -type f -printf '%P\\0' | xargs -0 -r sha256sum"
-        ).splitlines())
+        restored = sha256_by_name(host, f"{staging}/srv/pypi/indexes/public", hidden=True)
     finally:
         host.run(f"rm -rf {staging}")
     assert not [file for file in restored if file.endswith(".part") or name in file], sorted(restored)

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import PROJECT, docker, listed_files, project_playbook, run_playbook, status
+from conftest import PROJECT, docker, listed_files, project_playbook, run_playbook, sha256_by_name, status
 from test_backup import back_up, upload
 
 testinfra_hosts = ["ansible://pypi_servers"]
@@ -26,6 +26,8 @@ testinfra_hosts = ["ansible://pypi_servers"]
 NEW = "cheeseshop-indexes-new-host"
 # Who reads each index, as the indexes scenario's inventory gives the rights (None: anonymous).
 READERS = {"/public/": None, "/private/customer-a/": "customer-a-ci", "/private/customer-b/": "customer-b-dev"}
+PACKAGES = {"/public/": "/srv/pypi/indexes/public", "/private/customer-a/": "/srv/pypi/indexes/customer-a",
+            "/private/customer-b/": "/srv/pypi/indexes/customer-b"}
 
 
 @pytest.fixture(scope="module")
@@ -101,15 +103,15 @@ def new_host(host, client, test_vars, credentials):
     server = host.backend.get_hostname()
     state_dir = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
     ca = test_vars["cheeseshop_client_ca"]
-    old_curl = f"curl -s --cacert {ca}"
+    curl = f"curl -s --cacert {ca}"
     fresh = [upload(host, test_vars, credentials, "/public/", "release-bot"),
              upload(host, test_vars, credentials, "/private/customer-a/", "customer-a-dev")]
     snapshot = back_up(host)["snapshot_id"]
     readers = {index: (user, credentials[user]) if user else None for index, user in READERS.items()}
-    before = {}
-    for index, user in readers.items():
-        listed = listed_files(client, old_curl, f"https://{server}{index}", user)
-        before[index] = {name: sha for name, (sha, _) in listed.items()}
+    # The packages as the old server holds them when it is backed up: {file name: sha256}, the
+    # uploads being written aside. (Its pages are not the reference: another test changes a
+    # file behind their back.)
+    before = {index: sha256_by_name(host, PACKAGES[index]) for index in READERS}
     assert fresh[0][2] in before["/public/"] and fresh[1][2] in before["/private/customer-a/"], before
     workdir = tempfile.mkdtemp(prefix="cheeseshop-new-host-")
     # In the scenario's directory: destroy.yml detaches it too, should this run be killed.
@@ -141,7 +143,7 @@ def new_host(host, client, test_vars, credentials):
         text = " ".join(output.split())
         assert rc == 0 and f"From snapshot {snapshot[:8]}" in text and f"host {server})" in text, output[-4000:]
         yield SimpleNamespace(server=server, inventory=inventory, before=before, readers=readers, own_ca=own_ca,
-                              ca_copy=ca_copy, curl=f"{old_curl} --resolve {server}:443:{address}")
+                              ca_copy=ca_copy, curl=f"{curl} --resolve {server}:443:{address}")
     finally:
         remove_host(backing)
         shutil.rmtree(workdir, ignore_errors=True)
