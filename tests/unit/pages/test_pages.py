@@ -128,6 +128,34 @@ def test_service_lists_files_that_arrive_and_answers_on_its_socket(tmp_path):
         service.wait(timeout=10)
 
 
+def test_the_service_sees_a_file_time_set_after_it_was_written(tmp_path):
+    """cp -p, tar and rsync write a file, close it, then set its time: an attribute change,
+    with no further write. The page must follow it; a file read between the two was seen to
+    stay unlisted ("changed while it was read") until the next rebuild."""
+    pk, pg = tmp_path / "packages", tmp_path / "pages"
+    pk.mkdir()
+    config = tmp_path / "config.json"
+    sock = tmp_path / "pages.sock"
+    config.write_text(json.dumps({"socket": str(sock), "indexes": [
+        {"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}]}))
+    service = subprocess.Popen([sys.executable, str(PROGRAM), "serve", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_for(sock.exists, "the socket")
+        fn, _ = wheel(pk, "preserved", "1.0")
+        page = pg / "simple" / "preserved" / "index.json"
+
+        def upload_time():
+            files = json.loads(page.read_text())["files"] if page.exists() else []
+            return [f["upload-time"] for f in files if f["filename"] == fn]
+        wait_for(lambda: len(upload_time()) == 1, "the file listed")
+        old = 1577836800  # 2020-01-01T00:00:00Z, the time cp -p would carry over
+        os.utime(pk / fn, (old, old))
+        wait_for(lambda: upload_time() == ["2020-01-01T00:00:00.000000Z"], "the page to carry the file's new time")
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
+
+
 def test_a_project_name_from_metadata_never_leaves_the_pages(tmp_path):
     """A wheel whose metadata names its project '../../x' is listed under its file's name."""
     pk, pg = tmp_path / "packages", tmp_path / "pages"
