@@ -14,6 +14,9 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 PROGRAM = Path(__file__).resolve().parents[3] / "roles" / "pages" / "files" / "cheeseshop-pages"
 _loader = importlib.machinery.SourceFileLoader("cheeseshop_pages", str(PROGRAM))
@@ -93,67 +96,63 @@ def wait_for(check, what):
     raise AssertionError(f"{what} within 5 s")
 
 
-def test_service_lists_files_that_arrive_and_answers_on_its_socket(tmp_path):
+@pytest.fixture
+def service(tmp_path):
+    """The service (`serve`) on one index in tmp_path, answering on its socket; stopped after."""
     pk, pg = tmp_path / "packages", tmp_path / "pages"
     pk.mkdir()
     config = tmp_path / "config.json"
     sock = tmp_path / "pages.sock"
     config.write_text(json.dumps({"socket": str(sock), "indexes": [
         {"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}]}))
-    service = subprocess.Popen([sys.executable, str(PROGRAM), "serve", str(config)], stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, str(PROGRAM), "serve", str(config)], stderr=subprocess.PIPE)
     try:
         wait_for(sock.exists, "the socket")
-        fn, _ = wheel(pk, "arrives", "1.0")
-        page = pg / "simple" / "arrives" / "index.html"
-        wait_for(lambda: page.exists() and fn in page.read_text(), "a copied-in file listed")
-        os.unlink(pk / fn)
-        wait_for(lambda: not page.exists(), "a deleted file's page removed")
-
-        def ask(line):
-            with socket.socket(socket.AF_UNIX) as client:
-                client.connect(str(sock))
-                client.sendall(line.encode() + b"\n")
-                return client.recv(4096).decode()
-        fn, _ = wheel(pk, "asked", "2.0")
-        assert ask(f"file main {fn}") == "ok\n"
-        assert fn in (pg / "simple" / "asked" / "index.html").read_text()
-        assert ask("file main ../../etc/passwd").startswith("error")
-        assert ask("file other x-1.0.tar.gz").startswith("error")
-        # A rebuild by hand goes through the service, which holds the lock.
-        out = subprocess.run([sys.executable, str(PROGRAM), "rebuild", str(config)],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-        assert json.loads(out)["projects"] == 1
+        yield SimpleNamespace(packages=pk, pages=pg, config=config, socket=sock)
     finally:
-        service.terminate()
-        service.wait(timeout=10)
+        process.terminate()
+        process.wait(timeout=10)
 
 
-def test_the_service_sees_a_file_time_set_after_it_was_written(tmp_path):
+def test_service_lists_files_that_arrive_and_answers_on_its_socket(service):
+    pk, pg, config, sock = service.packages, service.pages, service.config, service.socket
+    fn, _ = wheel(pk, "arrives", "1.0")
+    page = pg / "simple" / "arrives" / "index.html"
+    wait_for(lambda: page.exists() and fn in page.read_text(), "a copied-in file listed")
+    os.unlink(pk / fn)
+    wait_for(lambda: not page.exists(), "a deleted file's page removed")
+
+    def ask(line):
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(sock))
+            client.sendall(line.encode() + b"\n")
+            return client.recv(4096).decode()
+    fn, _ = wheel(pk, "asked", "2.0")
+    assert ask(f"file main {fn}") == "ok\n"
+    assert fn in (pg / "simple" / "asked" / "index.html").read_text()
+    assert ask("file main ../../etc/passwd").startswith("error")
+    assert ask("file other x-1.0.tar.gz").startswith("error")
+    # A rebuild by hand goes through the service, which holds the lock.
+    out = subprocess.run([sys.executable, str(PROGRAM), "rebuild", str(config)],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert json.loads(out)["projects"] == 1
+
+
+def test_the_service_sees_a_file_time_set_after_it_was_written(service):
     """cp -p, tar and rsync write a file, close it, then set its time: an attribute change,
     with no further write. The page must follow it; a file read between the two was seen to
     stay unlisted ("changed while it was read") until the next rebuild."""
-    pk, pg = tmp_path / "packages", tmp_path / "pages"
-    pk.mkdir()
-    config = tmp_path / "config.json"
-    sock = tmp_path / "pages.sock"
-    config.write_text(json.dumps({"socket": str(sock), "indexes": [
-        {"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}]}))
-    service = subprocess.Popen([sys.executable, str(PROGRAM), "serve", str(config)], stderr=subprocess.PIPE)
-    try:
-        wait_for(sock.exists, "the socket")
-        fn, _ = wheel(pk, "preserved", "1.0")
-        page = pg / "simple" / "preserved" / "index.json"
+    pk, pg = service.packages, service.pages
+    fn, _ = wheel(pk, "preserved", "1.0")
+    page = pg / "simple" / "preserved" / "index.json"
 
-        def upload_time():
-            files = json.loads(page.read_text())["files"] if page.exists() else []
-            return [f["upload-time"] for f in files if f["filename"] == fn]
-        wait_for(lambda: len(upload_time()) == 1, "the file listed")
-        old = 1577836800  # 2020-01-01T00:00:00Z, the time cp -p would carry over
-        os.utime(pk / fn, (old, old))
-        wait_for(lambda: upload_time() == ["2020-01-01T00:00:00.000000Z"], "the page to carry the file's new time")
-    finally:
-        service.terminate()
-        service.wait(timeout=10)
+    def upload_time():
+        files = json.loads(page.read_text())["files"] if page.exists() else []
+        return [f["upload-time"] for f in files if f["filename"] == fn]
+    wait_for(lambda: len(upload_time()) == 1, "the file listed")
+    old = 1577836800  # 2020-01-01T00:00:00Z, the time cp -p would carry over
+    os.utime(pk / fn, (old, old))
+    wait_for(lambda: upload_time() == ["2020-01-01T00:00:00.000000Z"], "the page to carry the file's new time")
 
 
 def test_a_project_name_from_metadata_never_leaves_the_pages(tmp_path):
