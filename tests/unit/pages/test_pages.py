@@ -156,13 +156,14 @@ def test_the_service_sees_a_file_time_set_after_it_was_written(service):
 
 
 def test_a_project_name_from_metadata_never_leaves_the_pages(tmp_path):
-    """A wheel whose metadata names its project '../../x' is listed under its file's name."""
+    """A wheel whose metadata names its project '../../x' is listed nowhere, and no page is
+    written outside the pages directory."""
     pk, pg = tmp_path / "packages", tmp_path / "pages"
     pk.mkdir()
     with zipfile.ZipFile(pk / "sneaky-1.0-py3-none-any.whl", "w") as z:
         z.writestr("sneaky-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ../../x\nVersion: 1.0\n")
     pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}).rebuild()
-    assert sorted(p.name for p in (pg / "simple").iterdir()) == ["index.html", "index.json", "sneaky"]
+    assert sorted(p.name for p in (pg / "simple").iterdir()) == ["index.html", "index.json"]
     assert not (tmp_path / "x").exists()
 
 
