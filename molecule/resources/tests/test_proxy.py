@@ -6,18 +6,22 @@ out, a page or file served to an anonymous client after a user fetched it, an up
 for minutes, and uploads over 1 MB refused.
 """
 import base64
+import bz2
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
+import tarfile
 import time
+import zipfile
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
 from conftest import (body, client_wheel as make_wheel, first_file_url, headers, https_upload as upload,
-                      project_playbook, run_playbook, served_while_pypiserver_is_down, status, twine_status,
+                      listed_files, project_playbook, run_playbook, served_while_pypiserver_is_down, status, twine_status,
                       until_page, version)
 
 testinfra_hosts = ["ansible://clients"]
@@ -313,8 +317,8 @@ def test_an_upload_whose_metadata_names_another_project_is_not_stored(host, curl
     good = f"cheeseshop_probe-{ver}-py3-none-any.whl"
     other = make_wheel(host, "cheeseshop-other", ver)
     code, text = form_upload(host, curl, server, uploader, other, "cheeseshop-probe", ver, good)
-    assert (code, text) == (400, f"{good} was not stored: its metadata names the project "
-                                 f"'cheeseshop-other', its file name 'cheeseshop_probe'.\n"), (code, text)
+    assert (code, text) == (400, f"400 Bad upload: {good}: its metadata names the project "
+                                 f"'cheeseshop-other', its file name 'cheeseshop_probe'; nothing was stored.\n"), (code, text)
     server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     assert server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").rc == 1
     assert status(host, curl, f"https://{server}/packages/{good}", reader) == 404
@@ -324,10 +328,38 @@ def test_an_upload_whose_metadata_names_another_project_is_not_stored(host, curl
     assert good in body(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
 
 
-def test_a_form_that_hides_a_second_file_from_a_plain_reader_is_refused(host, curl, server, uploader):
-    """pypiserver reads forms with cgi, which ends lines at a bare LF and keeps the last file of
-    a field: a delimiter hidden in the description opens a second content file for it. The
-    check reads forms as cgi does (tests/unit/lua) and refuses this one; nothing is stored."""
+def raw_upload(host, curl, server, user, content_type, data):
+    """A hand-made request body, sent as is: its status and answer."""
+    path = f"/var/tmp/raw-form-{version()}"
+    put(host, data, path)
+    try:
+        out = host.check_output(
+            f"{curl} -u {shlex.quote(user[0] + ':' + user[1])} -w '\\n%{{http_code}}' "
+            f"-H {shlex.quote('Content-Type: ' + content_type)} --data-binary @{path} https://{server}/")
+    finally:
+        host.run(f"rm -f {path}")
+    text, code = out.rsplit("\n", 1)
+    return int(code), text
+
+
+def put(host, data, path):
+    """Bytes made here, written to a file on the client."""
+    host.check_output(f"echo {base64.b64encode(data).decode()} | base64 -d > {path}")
+
+
+def stored_unlisted(host, curl, server, reader, ver):
+    """Files of this version in the packages directory (dot-files included) that no page lists:
+    there must never be one, whatever an upload looked like."""
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    stored = server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").stdout.split()
+    listed = listed_files(host, curl, f"https://{server}/", reader)
+    return [name for name in stored if name not in listed]
+
+
+def test_a_form_that_hides_a_second_file_from_a_plain_reader_is_refused(host, curl, server, uploader, reader):
+    """A form with a delimiter hidden in the description (cgi ends lines at a bare LF and keeps
+    the last file of a field). pypiserver's one parse decides which file it is, and the one
+    check after it refuses the hidden name: nothing is stored."""
     ver, boundary = version(), "cheeseshop-probe-boundary"
     good = f"cheeseshop_probe-{ver}-py3-none-any.whl"
 
@@ -336,16 +368,140 @@ def test_a_form_that_hides_a_second_file_from_a_plain_reader_is_refused(host, cu
         return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{file}\r\n\r\n{value}\r\n'
     hidden = (f'README\n--{boundary}\nContent-Disposition: form-data; name="content"; '
               f'filename=".{good}"\n\nhidden')
-    body = (part(":action", "file_upload") + part("name", "cheeseshop-probe") + part("version", ver)
+    data = (part(":action", "file_upload") + part("name", "cheeseshop-probe") + part("version", ver)
             + part("content", "PK", good) + part("description", hidden) + f"--{boundary}--\r\n")
-    path = f"/var/tmp/hidden-form-{ver}"
-    host.check_output(f"printf '%s' {shlex.quote(body)} > {path}")
+    code, text = raw_upload(host, curl, server, uploader, f"multipart/form-data; boundary={boundary}", data.encode())
+    assert code == 400 and text.startswith("400 Bad upload: "), (code, text)
+    assert stored_unlisted(host, curl, server, reader, ver) == []
+
+
+@pytest.mark.parametrize("shape", ["second boundary parameter", "quote in the boundary", "bare CR in a header"])
+def test_odd_body_shapes_store_nothing_unlisted(host, curl, server, uploader, reader, shape):
+    """Second review, upload path: three body shapes made the Lua form reader and Python's cgi
+    read different forms, and files named _x-1.0.tar.gz, -x-1.0.tar.gz, x-1.0.tar.xz and a
+    dot-file were stored, downloadable and listed nowhere. Now one parse decides, and whatever
+    it reads is checked: every answer is a refusal or a listed file, never a hidden one."""
+    ver = version()
+    wheel = host.check_output(f"base64 -w0 {make_wheel(host, 'cheeseshop-probe', ver)}")
+    content = base64.b64decode(wheel)
+    for hidden in (f"_x-{ver}.tar.gz", f"-x-{ver}.tar.gz", f"x-{ver}.tar.xz", f".x-{ver}.tar.gz"):
+        boundary = 'a"b' if shape == "quote in the boundary" else "cheeseshop-odd"
+        header = {"second boundary parameter": f'multipart/form-data; boundary=decoy; boundary ={boundary}',
+                  "quote in the boundary": f"multipart/form-data; boundary={boundary}",
+                  "bare CR in a header": f"multipart/form-data; boundary={boundary}"}[shape]
+        disposition = ('Content-Disposition: form-data; name="content";\r filename="{}"'
+                       if shape == "bare CR in a header" else 'Content-Disposition: form-data; name="content"; filename="{}"')
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                 for k, v in ((":action", "file_upload"), ("name", "cheeseshop-probe"), ("version", ver))]
+        for filename in (f"cheeseshop_probe-{ver}-py3-none-any.whl", hidden):
+            parts.append(f"--{boundary}\r\n{disposition.format(filename)}\r\n\r\n".encode() + content + b"\r\n")
+        data = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        code, text = raw_upload(host, curl, server, uploader, header, data)
+        assert code in (200, 400, 409), (shape, hidden, code, text)
+        assert stored_unlisted(host, curl, server, reader, ver) == [], (shape, hidden, code, text)
+        assert status(host, curl, f"https://{server}/packages/{hidden}", reader) == 404
+
+
+def hostile_files(ver):
+    """{file name: bytes} of distributions an attacker uploads, each with a valid name."""
+    meta = f"Metadata-Version: 2.1\nName: cheeseshop-probe\nVersion: {ver}\n"
+    files = {}
+
+    def wheel_bytes(metadata, encrypt=False):
+        data = io.BytesIO()
+        with zipfile.ZipFile(data, "w") as z:
+            z.writestr(f"cheeseshop_probe-{ver}.dist-info/METADATA", metadata)
+            z.writestr("cheeseshop_probe/__init__.py", "x = 1\n")
+        raw = bytearray(data.getvalue())
+        if encrypt:  # the "encrypted" flag in the member's local and central headers
+            raw[6] |= 1
+            raw[raw.find(b"PK\x01\x02") + 8] |= 1
+        return bytes(raw)
+    files[f"cheeseshop_probe-{ver}-py3-none-any.whl"] = b"junk, not a zip\n" * 8
+    files[f"cheeseshop_probe-{ver}-py2-none-any.whl"] = wheel_bytes(meta + "Requires-Python: >=3.8\u00a0\n")
+    files[f"cheeseshop_probe-{ver}-py3-none-linux_x86_64.whl"] = wheel_bytes(meta, encrypt=True)
+    files[f"cheeseshop_probe-{ver}-py3-none-win32.whl"] = wheel_bytes(meta.replace(ver, ver + "<b>"))
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w") as t:
+        info = tarfile.TarInfo(f"cheeseshop_probe-{ver}/PKG-INFO")
+        info.size = len(meta)
+        t.addfile(info, io.BytesIO(meta.encode()))
+    # 24 KB that unpack to 13.5 GB: a small tar, then 300 bz2 streams of 45 MiB of zeros.
+    files[f"cheeseshop_probe-{ver}.tar.bz2"] = (bz2.compress(inner.getvalue()[:-1024])
+                                                + bz2.compress(b"\0" * (45 << 20)) * 300)
+    return files
+
+
+def test_hostile_archives_are_refused_and_the_page_service_stays_responsive(
+        host, test_vars, curl, server, ca, uploader, reader):
+    """Second review, upload path: junk under a valid name, a non-ASCII Requires-Python (it
+    crashed the page service at every start), an encrypted member (testzip raised), a version
+    that is not the file's, and a bz2 bomb (a minute of the page service's time). Each is a
+    400 and nothing is stored; a normal upload right after is listed when twine returns, and
+    the page service never restarted."""
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    started = server_host.check_output("systemctl show -P ExecMainStartTimestampMonotonic cheeseshop-pages")
+    ver = version()
+    for filename, data in hostile_files(ver).items():
+        path = f"/var/tmp/{filename}"
+        put(host, data, path)
+        try:
+            code, text = form_upload(host, curl, server, uploader, path, "cheeseshop-probe", ver, filename)
+        finally:
+            host.run(f"rm -f {path}")
+        assert code == 400 and text.startswith("400 Bad upload: ") and "nothing was stored" in text, (filename, text)
+    assert server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").rc == 1
+    after = version()
+    assert upload(host, test_vars, server, ca, make_wheel(host, "cheeseshop-probe", after), uploader).rc == 0
+    assert after in body(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
+    assert server_host.check_output("systemctl show -P ExecMainStartTimestampMonotonic cheeseshop-pages") == started
+
+
+def test_a_signature_is_refused_not_stored_unlisted(host, curl, server, uploader, reader):
+    """Second review: a gpg_signature part of any content was stored as .asc, served, and on
+    no page. Signatures are refused (PyPI dropped them too) and nothing is stored."""
+    ver = version()
+    path = make_wheel(host, "cheeseshop-probe", ver)
+    name = path.rsplit("/", 1)[1]
     out = host.check_output(
         f"{curl} -u {shlex.quote(uploader[0] + ':' + uploader[1])} -w '\\n%{{http_code}}' "
-        f"-H 'Content-Type: multipart/form-data; boundary={boundary}' --data-binary @{path} https://{server}/")
-    assert out.endswith("\n400") and "Bad upload" in out, out
-    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-    assert server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").rc == 1
+        f"-F ':action=file_upload' -F name=cheeseshop-probe -F version={ver} -F content=@{path} "
+        f"-F {shlex.quote(f'gpg_signature=@{path};filename={name}.asc')} https://{server}/")
+    assert out.endswith("\n400") and "signatures are not kept" in out, out
+    assert stored_unlisted(host, curl, server, reader, ver) == []
+    assert status(host, curl, f"https://{server}/packages/{name}.asc", reader) == 404
+
+
+def test_a_published_release_is_never_changed(host, test_vars, curl, server, ca, uploader, reader):
+    """Second review: a case variant and a build-tagged wheel of a published 1.0.0 were both
+    accepted and listed, and pip and uv then installed them for ==1.0.0. Each is a 409 now, as
+    is a second sdist of the release; the release keeps its one wheel and its one sdist."""
+    ver = version()
+    path = make_wheel(host, "cheeseshop-probe", ver)
+    assert upload(host, test_vars, server, ca, path, uploader).rc == 0
+    meta = f"Metadata-Version: 2.1\nName: cheeseshop-probe\nVersion: {ver}\n".encode()
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as t:
+        info = tarfile.TarInfo(f"cheeseshop_probe-{ver}/PKG-INFO")
+        info.size = len(meta)
+        t.addfile(info, io.BytesIO(meta))
+    put(host, data.getvalue(), f"/var/tmp/sdist-{ver}.tar.gz")
+    try:
+        code, text = form_upload(host, curl, server, uploader, f"/var/tmp/sdist-{ver}.tar.gz", "cheeseshop-probe",
+                                 ver, f"cheeseshop_probe-{ver}.tar.gz")
+        assert code == 200, text
+        for filename in (f"Cheeseshop_Probe-{ver}-py3-none-any.whl", f"cheeseshop_probe-{ver}-1-py3-none-any.whl",
+                         f"cheeseshop.probe-{ver}.0-py3-none-any.whl"):
+            code, text = form_upload(host, curl, server, uploader, path, "cheeseshop-probe", ver, filename)
+            assert code == 409 and "File already exists" in text, (filename, code, text)
+        code, text = form_upload(host, curl, server, uploader, f"/var/tmp/sdist-{ver}.tar.gz", "cheeseshop-probe",
+                                 ver, f"Cheeseshop-Probe-{ver}.tar.gz")
+        assert code == 409, (code, text)
+    finally:
+        host.run(f"rm -f /var/tmp/sdist-{ver}.tar.gz")
+    listed = [f for f in listed_files(host, curl, f"https://{server}/", reader) if ver in f]
+    assert sorted(listed) == [f"cheeseshop_probe-{ver}-py3-none-any.whl", f"cheeseshop_probe-{ver}.tar.gz"]
+    assert stored_unlisted(host, curl, server, reader, ver) == []
 
 
 def test_reader_cannot_upload_through_the_proxy(host, test_vars, server, ca, reader):

@@ -138,3 +138,19 @@ def test_access_log_is_rotated(host):
         time.sleep(0.2)
     assert marker in host.file(log).content_string
     assert host.file(log).user == "www-data" and host.file(f"{log}.1").exists
+
+
+def test_logs_are_readable_by_their_service_only(host):
+    """Second review, finding 6: nginx -t created the access log root:root 0644, and any local
+    account read user names, private project names and client addresses in it. The logs are
+    www-data:adm 0640, and a plain account reads none of them, nor the page service's socket."""
+    for log in ("/var/log/nginx/pypi-access.log", "/var/log/nginx/error.log"):
+        f = host.file(log)
+        assert (f.user, f.group, f.mode) == ("www-data", "adm", 0o640), log
+        assert host.run(f"runuser -u nobody -- cat {log}").rc != 0, log
+    socket = host.file("/run/cheeseshop-pages/pages.sock")
+    assert (socket.group, socket.mode) == ("cheeseshop-pages-socket", 0o660)
+    probe = "import socket; socket.socket(socket.AF_UNIX).connect('/run/cheeseshop-pages/pages.sock')"
+    assert host.run(f"runuser -u nobody -- python3 -c {probe!r}").rc != 0
+    assert host.run(f"runuser -u www-data -- python3 -c {probe!r}").rc != 0
+    assert host.run(f"runuser -u pypiserver -- python3 -c {probe!r}").rc == 0
