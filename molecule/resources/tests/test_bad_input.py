@@ -17,9 +17,9 @@ BAD_INPUTS = [
     # A layout setting of 0.2.0, now read by the layout role under a collection-wide name.
     ('{"pypiserver_port": 8080}', "pypiserver_port is now pypi_base_port"),
     ('{"pypi_indexes": [{"name": "main", "read": ["nobody"]}]}', "gives read rights to 'nobody'"),
-    ('{"pypiserver_authenticate": ["upload"]}', "pypiserver_authenticate"),
+    ('{"pypiserver_authenticate": ["update"]}', "pypiserver_authenticate no longer exists"),
     ('{"pypiserver_pip_requirements": ["pypiserver==2.4.2", "waitress"]}', "pypiserver_pip_requirements"),
-    ('{"pypiserver_fallback_url": "pypi.org"}', "pypiserver_fallback_url"),
+    ('{"pypiserver_fallback_url": "https://pypi.org/simple/"}', "pypiserver_fallback_url no longer exists"),
     ('{"pypiserver_version": "latest"}', "pypiserver_version"),
     ('{"nginx_proxy_auth_fail_delay": 30}', "nginx_proxy_auth_fail_delay"),
     ('{"nginx_proxy_auth_threads": 0}', "nginx_proxy_auth_threads"),
