@@ -1,4 +1,5 @@
 """Shared fixtures: the test client on the server host, credentials from the vault, playbook runs."""
+import base64
 import json
 import os
 import re
@@ -251,6 +252,24 @@ def served_while_pypiserver_is_down(host, curl, base, project, reader, server_ho
     else:
         pytest.fail("the health endpoint did not answer 200 within 10 s of pypiserver's start")
     assert status(host, curl, page, reader) == 200
+
+
+def restart_nginx(host, server):
+    """A restart empties nginx's shared memory: no failure counted, no credential remembered."""
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    server_host.check_output("systemctl restart nginx")
+
+
+def burst(host, curl, url, credentials, extra="", parallel=50):
+    """One request per (name, password) in credentials, parallel at a time: {status: count}."""
+    lines = "\n".join(base64.b64encode(f"{n}:{p}".encode()).decode() for n, p in credentials)
+    out = host.check_output(
+        f"printf '%s\\n' {shlex.quote(lines)} | xargs -P {parallel} -I@ {curl}{extra} -o /dev/null "
+        f"-w '%{{http_code}}\\n' -H 'Authorization: Basic @' {shlex.quote(url)}")
+    codes = {}
+    for code in out.split():
+        codes[int(code)] = codes.get(int(code), 0) + 1
+    return codes
 
 
 def listed_files(host, curl, base, user=None):

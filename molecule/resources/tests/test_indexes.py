@@ -12,7 +12,8 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from conftest import body, client_wheel, first_file_url, headers, https_upload, status, twine_status, version
+from conftest import (body, burst, client_wheel, first_file_url, headers, https_upload, restart_nginx, status,
+                      twine_status, version)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -190,3 +191,47 @@ def test_client_addresses_behind_a_trusted_balancer_are_counted_apart(host, curl
     time.sleep(1.5)  # the access log is written at least every second
     log = server_host.check_output(f"grep -F -- {shlex.quote(name)} /var/log/nginx/pypi-access.log | cut -d' ' -f1 | sort | uniq -c")
     assert sorted(line.split()[1] for line in log.splitlines()) == ["203.0.113.1", "203.0.113.2"], log
+
+
+def xff(address):
+    return f" -H 'X-Forwarded-For: {address}'"
+
+
+def test_wrong_upload_passwords_on_an_anonymous_index_are_limited(host, curl, server):
+    """Second review, finding 4: on an anonymous-read index nginx let uploads through unchecked,
+    and pypiserver checked the password with no counting: 120 wrong passwords, 120 answers.
+    Every POST is checked by nginx now: 20 guesses, then 429 without a hash check."""
+    form = "-F ':action=file_upload' -F protocol_version=1 -F name=x -F version=1.0 -F content=@/etc/hostname"
+    codes = [status(host, curl, f"https://{server}/public/", ("release-bot", f"guess-{n}"),
+                    f" {form}{xff('203.0.113.40')}") for n in range(25)]
+    assert codes == [401] * 20 + [429] * 5, codes
+
+
+def test_concurrent_guesses_run_no_more_checks_than_the_limits(host, curl, server, user):
+    """Second review, finding 3: the limits were read before a check waited its turn. 150
+    concurrent wrong passwords for one name gave 124 checks, 120 identical ones 120 answers of
+    401 in 0.3 s, and with the valid credential not yet remembered (here: after a restart) a
+    burst locked its user out from every address. Now a failure is taken before the check:
+    20 checks an address, 100 a name, and an address that never failed still gets its check."""
+    page = f"https://{server}/private/customer-b/simple/"
+    name = "customer-b-dev"
+    restart_nginx(host, server)
+    try:
+        distinct = burst(host, curl, page, [(name, f"guess-{n}") for n in range(150)], xff("203.0.113.60"))
+        assert distinct == {401: 20, 429: 130}, distinct
+        same = burst(host, curl, page, [(name, "one-guess")] * 120, xff("203.0.113.61"))
+        assert same == {401: 20, 429: 100}, same
+        for n, address in enumerate(("203.0.113.62", "203.0.113.63", "203.0.113.64")):
+            got = burst(host, curl, page, [(name, f"more-{n}-{m}") for m in range(30)], xff(address))
+            assert got == {401: 20, 429: 10}, (address, got)
+        # 100 failures for the name: an address that failed is barred, its user's valid password too...
+        assert status(host, curl, page, user(name), xff("203.0.113.64")) == 429
+        # ...but the valid user at another address is let through (one check a second there),
+        # and a guess from yet another address right after it, in that second, is not.
+        valid, guess = (shlex.quote(f"{n}:{p}") for n, p in (user(name), (name, "fresh-address")))
+        codes = host.check_output(
+            f"{curl} -u {valid}{xff('198.51.100.7')} -o /dev/null -w '%{{http_code}} ' {page}; "
+            f"{curl} -u {guess}{xff('198.51.100.8')} -o /dev/null -w '%{{http_code}}' {page}")
+        assert codes.split() == ["200", "429"], codes
+    finally:
+        restart_nginx(host, server)

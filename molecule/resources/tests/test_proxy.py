@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from conftest import (body, client_wheel as make_wheel, first_file_url, headers, https_upload as upload,
-                      listed_files, project_playbook, run_playbook, served_while_pypiserver_is_down, status, twine_status,
+                      listed_files, project_playbook, restart_nginx, run_playbook, served_while_pypiserver_is_down, status, twine_status,
                       until_page, version)
 
 testinfra_hosts = ["ansible://clients"]
@@ -816,12 +816,6 @@ def reload_nginx(server_host):
             return
         time.sleep(0.1)
     raise AssertionError(f"nginx workers {before} still run 10 s after the reload")
-
-
-def restart_nginx(host, server):
-    """A restart empties nginx's shared memory: no failure counted, no credential remembered."""
-    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-    server_host.check_output("systemctl restart nginx")
 
 
 def test_wrong_password_flood_is_cut_off_without_locking_out_known_users(host, curl, server, reader):

@@ -12,17 +12,24 @@
 --     password changed) makes every remembered credential for that file unknown at once.
 --     Each worker re-reads the file at most once a second, so a removal takes effect within
 --     about a second of the file changing, on every path;
---   * verified again after REMEMBER seconds; a credential verified within SEEN seconds (and
---     the same file content) is "known" and is never barred by failures, as below;
+--   * verified again after REMEMBER seconds; a credential verified within SEEN seconds (with
+--     any content of the file: a new user or a new password of another changes nothing) is
+--     "known" and is never barred by failures, as below;
 --   * kept across nginx reloads (the salt and the dictionary outlive a reload).
 -- Only successes are remembered. Failures are counted per user name: from one client address
 -- (FAIL_LIMIT in FAIL_WINDOW seconds) and from all addresses together (ACCOUNT_FAIL_LIMIT).
--- Past either limit, a credential for that name that is not known gets 429 without any
--- crypt() call, held back FAIL_DELAY seconds (FAIL_HOLD of them at a time per address). Many
--- clients share one address (a NAT, a CI runner, a load balancer): one client's wrong
--- passwords never bar another user's name, and a known credential passes whatever the flood.
--- At most CHECKS_PER_ADDRESS password checks of one address run at a time, so that one
--- address cannot take every thread of the pool.
+-- A check of a credential that is not known takes its failure in advance, before it waits for
+-- a thread, and gives it back when the password matches: however many checks run at once,
+-- no more than the limits run. Past the per-address limit, or past the account's limit from
+-- an address that has failed for that name, the answer is 429 without any crypt() call, held
+-- back FAIL_DELAY seconds (FAIL_HOLD of them at a time per address). An address that has not
+-- failed for the name still gets one check per FAIL_DELAY seconds for it (shared by all such
+-- addresses): a burst elsewhere never locks a valid user out. Many clients share one address
+-- (a NAT, a CI runner, a load balancer): one client's wrong passwords never bar another user's
+-- name, and a known credential passes whatever the flood. Requests that bring a credential
+-- whose check is running wait for its outcome instead of starting checks of their own. At
+-- most CHECKS_PER_ADDRESS password checks of one address run at a time, so that one address
+-- cannot take every thread of the pool.
 local M = {
   REFRESH = 1,
   REMEMBER = 60,
@@ -115,18 +122,33 @@ local function failure_keys(name)
   return "fail:" .. address .. name, "failname:" .. name, "held:" .. address
 end
 
-local function failed(name)
+local function count(name, step)
   local mine, account = failure_keys(name)
-  shared:incr(mine, 1, 0, M.FAIL_WINDOW)
-  shared:incr(account, 1, 0, M.FAIL_WINDOW)
+  return shared:incr(mine, step, 0, M.FAIL_WINDOW) or 0, shared:incr(account, step, 0, M.FAIL_WINDOW) or 0
+end
+
+local function failed(name)
+  count(name, 1)
   return challenge()
 end
 
-local function barred(name)
-  local mine, account, held_key = failure_keys(name)
-  if (shared:get(mine) or 0) < M.FAIL_LIMIT and (shared:get(account) or 0) < M.ACCOUNT_FAIL_LIMIT then
-    return
+-- Takes one failure of this name in advance, before its check waits for a thread; false (and
+-- nothing taken) when a limit forbids the check.
+local function reserve(name)
+  local mine, account = count(name, 1)
+  if mine <= M.FAIL_LIMIT and account <= M.ACCOUNT_FAIL_LIMIT then
+    return true
   end
+  -- Over the account's limit only, from an address with no failure for this name: the slow lane.
+  if mine == 1 and shared:add("slow:" .. name, true, M.FAIL_DELAY) then
+    return true
+  end
+  count(name, -1)
+  return false
+end
+
+local function barred()
+  local _, _, held_key = failure_keys("")
   -- Held before the answer (the worker serves others meanwhile): a flooding client then waits
   -- instead of making the server answer thousands of 429s a second in place of real users.
   -- At most FAIL_HOLD requests per address are held at once, so that one address cannot tie
@@ -176,14 +198,11 @@ function M.check(path)
   if not name then
     return failed("")
   end
-  local digest = file.digest .. ngx.sha1_bin(salt .. name .. ":" .. password)
+  local credential_digest = ngx.sha1_bin(salt .. name .. ":" .. password)
+  local digest = file.digest .. credential_digest
   local key = "ok:" .. digest
   if shared:get(key) then
     return
-  end
-  local seen_key = "seen:" .. digest
-  if not shared:get(seen_key) then
-    barred(name)
   end
   -- One check per credential at a time: requests that bring the same credential meanwhile (a
   -- client's parallel downloads) wait for its outcome instead of queueing checks of their own.
@@ -196,13 +215,29 @@ function M.check(path)
       return
     end
     if shared:get("bad:" .. digest) then
-      return failed(name)
+      -- The one check failed: each request that waited for it counts as a guess of its own.
+      local mine, account = count(name, 1)
+      if mine > M.FAIL_LIMIT or account > M.ACCOUNT_FAIL_LIMIT then
+        count(name, -1)
+        return barred()
+      end
+      return challenge()
     end
     -- No outcome within the pending entry's 5 s: check it here.
+    shared:set(pending_key, true, 5)
+  end
+  local seen_key = "seen:" .. credential_digest
+  local reserved = not shared:get(seen_key)
+  if reserved and not reserve(name) then
+    shared:delete(pending_key)
+    return barred()
   end
   local matches, problem = verify(password, file.users[name])
   if matches == nil then
     shared:delete(pending_key)
+    if reserved then
+      count(name, -1)
+    end
     ngx.log(ngx.ERR, "cheeseshop auth: the password check did not run: ", problem)
     ngx.header["Retry-After"] = "1"
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
@@ -210,13 +245,19 @@ function M.check(path)
   if matches then
     shared:set(key, name, M.REMEMBER)
     shared:set(seen_key, true, M.SEEN)
+    if reserved then
+      count(name, -1)
+    end
   else
     -- Only for the requests already waiting on this check, never for later ones.
     shared:set("bad:" .. digest, true, 1)
+    if not reserved then
+      count(name, 1)
+    end
   end
   shared:delete(pending_key)
   if not matches then
-    return failed(name)
+    return challenge()
   end
 end
 
