@@ -274,6 +274,55 @@ def test_a_link_in_the_home_is_refused_before_anything_changes(host, name, fresh
     assert (rc != 0, f"links: {home}/.netrc." in out, written) == (True, True, [])
 
 
+# What a local account runs to race the role (second review, finding 1): it waits for the
+# role's own read of ~/.netrc (inotify), which comes after the role checked for links, then
+# swaps ~/.config for a link to a root-owned directory and ~/.pypirc for a link to /etc/shadow.
+RACER = r'''
+import ctypes, os, struct, sys
+home, victim = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, f"{home}/.netrc".encode(), 0x20)  # IN_OPEN
+open(f"{home}/racer-ready", "w").close()
+os.read(fd, 4096)
+os.rename(f"{home}/.config", f"{home}/config-moved")
+os.symlink(victim, f"{home}/.config")
+os.unlink(f"{home}/.pypirc")
+os.symlink("/etc/shadow", f"{home}/.pypirc")
+open(f"{home}/racer-done", "w").close()
+'''
+
+
+def test_an_account_that_swaps_its_files_for_links_mid_run_gains_nothing(host, name, fresh_account):
+    """Second review, finding 1: the role checked for links first and wrote as root later. An
+    account that swapped ~/.config for a link to /usr/local/sbin and ~/.pypirc for a link to
+    /etc/shadow in between got that directory as its own and a copy of the shadow file. Every
+    read and write in a home now runs as its account: the run may fail, but the directory
+    stays root's, and no copy of /etc/shadow is anywhere the account can read."""
+    user, home = fresh_account["user"], fresh_account["home"]
+    victim = f"/opt/cheeseshop-victim-{user}"
+    host.check_output(f"install -d -o root -g root -m 0755 {victim} && "
+                      f"printf '[distutils]\\n' > {home}/.pypirc && chown {user}: {home}/.pypirc")
+    shadow = host.file("/etc/shadow")
+    before = (shadow.user, shadow.group, shadow.mode, shadow.sha256sum)
+    host.check_output(f"printf %s {shlex.quote(RACER)} > /var/tmp/racer-{user}.py && "
+                      f"(runuser -u {user} -- python3 /var/tmp/racer-{user}.py {home} {victim} "
+                      f"> /var/tmp/racer-{user}.log 2>&1 &) && "
+                      f"for i in $(seq 1 50); do [ -e {home}/racer-ready ] && exit 0; sleep 0.1; done; exit 1")
+    try:
+        run_playbook(name, project_playbook("clients.yml"), fresh_account["extra"])
+        assert host.file(f"{home}/racer-done").exists, host.file(f"/var/tmp/racer-{user}.log").content_string
+        directory = host.file(victim)
+        assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o755)
+        assert host.check_output(f"ls -A {victim}") == ""
+        after = host.file("/etc/shadow")
+        assert (after.user, after.group, after.mode, after.sha256sum) == before
+        readable = host.run(f"runuser -u {user} -- grep -rls '^root:' {home}")
+        assert readable.stdout.strip() == "", readable.stdout
+    finally:
+        host.run(f"pkill -u {user} -f racer; rm -rf {victim} /var/tmp/racer-{user}.py /var/tmp/racer-{user}.log")
+
+
 def test_a_password_rotated_in_vault_works_at_once_on_both_sides(host, name, server, fresh_account, vault_users,
                                                                  indexes, tools, curl, published):
     """A user of the index gets a new password in vault; users.yml on the server and clients.yml
