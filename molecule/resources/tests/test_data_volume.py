@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import INDEX, http_status, project_playbook, run_playbook, source_of, twine_upload, wait_for_index
+from conftest import HOST_CURL, project_playbook, run_playbook, source_of, twine_upload, wait_for_index
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -139,8 +139,10 @@ def test_device_holding_something_else_is_refused_and_kept(host, name, fstype, c
 
 
 @pytest.mark.scenarios("default")
-def test_volume_that_holds_packages_is_mounted_as_it_is_and_served(host, name, fstype):
-    """A volume from another instance: mounted, never reformatted, its packages listed."""
+def test_volume_that_holds_packages_is_mounted_as_it_is_and_served(host, name, fstype, reader):
+    """A volume from another instance: mounted, never reformatted, its packages listed on the
+    page nginx serves."""
+    page = f"{HOST_CURL} -u {shlex.quote(reader[0] + ':' + reader[1])} https://localhost/simple/cheeseshop-carried/"
     make_filesystem(host, fstype, SPARE)
     carried = host.check_output("/usr/local/bin/make_wheel.py cheeseshop-carried 2.0.0 /var/tmp/carried")
     host.check_output(f"mkdir -p /mnt/spare && mount {SPARE} /mnt/spare && mkdir /mnt/spare/packages && "
@@ -152,15 +154,14 @@ def test_volume_that_holds_packages_is_mounted_as_it_is_and_served(host, name, f
         assert source_of(host, DATA_ROOT) == SPARE
         assert uuid_of(host, SPARE) == uuid
         wait_for_index(host)
-        listing = host.check_output(f"curl -sf {INDEX}/simple/cheeseshop-carried/")
-        assert os.path.basename(carried) in listing
+        assert os.path.basename(carried) in host.check_output(page)
     finally:
         # Back to the scenario's volume, with everything uploaded to it so far.
         rc, out, _ = run_playbook(name, SITE)
         assert rc == 0, out
     assert source_of(host, DATA_ROOT) == DATA
     wait_for_index(host)
-    assert http_status(host, "/simple/cheeseshop-carried/") == 404
+    assert host.check_output(f"{page} -o /dev/null -w '%{{http_code}}'") == "404"
 
 
 def test_grown_volume_gets_a_grown_filesystem(host, name, loops, fstype):
