@@ -110,6 +110,32 @@ def test_tls_material_is_root_only(host):
     assert host.run("runuser -u www-data -- ls /etc/pypi-tls").rc != 0
 
 
+@pytest.mark.scenarios("default")
+def test_the_host_made_ca_signs_for_the_servers_names_only(host):
+    """Second review, finding 5: with the default selfsigned mode the CA's key lives on the server
+    and the CA had no name constraints, so whoever read the key could sign for any site the
+    clients (which trust the CA system-wide) visit. The CA made on the host is now constrained
+    to the server's names: a certificate it signs for another name fails verification."""
+    tls = "/etc/pypi-tls"
+    text = host.check_output(f"openssl x509 -in {tls}/ca.crt -noout -ext nameConstraints")
+    assert "critical" in text and "Permitted" in text and "DNS:localhost" in text, text
+    results = {}
+    for name in ("localhost", "evil.example"):
+        work = f"/var/tmp/constraint-{name}"
+        host.check_output(
+            f"mkdir -p {work} && cd {work} && "
+            f"printf 'subjectAltName=DNS:{name}\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && "
+            f"openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr "
+            f"-subj /CN={name} 2>/dev/null && "
+            f"openssl x509 -req -in leaf.csr -CA {tls}/ca.crt -CAkey {tls}/ca.key -CAcreateserial "
+            f"-CAserial {work}/ca.srl -out leaf.crt -days 1 -extfile ext.cnf 2>/dev/null")
+        results[name] = host.run(f"openssl verify -CAfile {tls}/ca.crt {work}/leaf.crt")
+        host.run(f"rm -rf {work}")
+    assert results["localhost"].rc == 0, results["localhost"].stdout + results["localhost"].stderr
+    assert results["evil.example"].rc != 0
+    assert "permitted subtree violation" in results["evil.example"].stdout + results["evil.example"].stderr
+
+
 def test_restarts_after_a_crash(host):
     before = main_pid(host)
     host.check_output(f"kill -9 {before}")
