@@ -191,7 +191,7 @@ def fresh_account(host, reader):
     local = f"ci-{version().rsplit('.', 1)[1][-6:]}"
     host.check_output(f"useradd --create-home --shell /bin/bash {local}")
     home = host.user(local).home
-    host.check_output(f"install -d -o {local} -g {local} {home}/.config/pip && "
+    host.check_output(f"install -d -o {local} -g {local} {home}/.config {home}/.config/pip && "
                       f"printf %s {shlex.quote(ORIGINAL_NETRC)} > {home}/.netrc && "
                       f"printf %s {shlex.quote(ORIGINAL_PIP)} > {home}/.config/pip/pip.conf && "
                       f"chown {local}: {home}/.netrc {home}/.config/pip/pip.conf && chmod 0600 {home}/.netrc")
@@ -259,6 +259,19 @@ def test_an_account_of_no_local_user_fails_before_anything_changes(host, name, r
     rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
     written = host.file(f"/usr/local/share/ca-certificates/{ca_name}.crt").exists
     assert (rc != 0, "no local account no-such-account" in out, written, reader[1] in out) == (True, True, False, False)
+
+
+def test_a_home_directory_of_another_owner_is_refused_before_anything_changes(host, name, fresh_account):
+    """The role writes in a home as its account only: a ~/.config that root made (sudo, an image
+    build) is reported by name, not taken over by root, and nothing is written."""
+    home = fresh_account["home"]
+    host.check_output(f"chown root:root {home}/.config")
+    ca_name = f"cheeseshop-{fresh_account['user']}"
+    extra = {**fresh_account["extra"], "client_ca_name": ca_name}
+    rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
+    written = [path for path in (f"/usr/local/share/ca-certificates/{ca_name}.crt", f"{home}/.pypirc",
+                                 f"{home}/.config/uv") if host.file(path).exists]
+    assert (rc != 0, f"{home}/.config (owner root)" in " ".join(out.split()), written) == (True, True, [])
 
 
 def test_a_link_in_the_home_is_refused_before_anything_changes(host, name, fresh_account):

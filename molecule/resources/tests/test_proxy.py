@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from conftest import (body, client_wheel as make_wheel, first_file_url, headers, https_upload as upload,
-                      listed_files, project_playbook, restart_nginx, run_playbook, served_while_pypiserver_is_down, status, twine_status,
+                      project_playbook, restart_nginx, run_playbook, served_while_pypiserver_is_down, status, twine_status,
                       until_page, version)
 
 testinfra_hosts = ["ansible://clients"]
@@ -347,13 +347,23 @@ def put(host, data, path):
     host.check_output(f"echo {base64.b64encode(data).decode()} | base64 -d > {path}")
 
 
+def listed_on_its_page(host, curl, server, reader, filename):
+    """Whether the page of the project a file name gives (PEP 503) lists that file."""
+    project = re.sub(r"[-_.]+", "-", re.split(r"-(?=\d)", filename, maxsplit=1)[0]).lower()
+    page = host.run(f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} "
+                    f"-H 'Accept: application/vnd.pypi.simple.v1+json' https://{server}/simple/{project}/").stdout
+    try:
+        return filename in [found["filename"] for found in json.loads(page)["files"]]
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def stored_unlisted(host, curl, server, reader, ver):
-    """Files of this version in the packages directory (dot-files included) that no page lists:
-    there must never be one, whatever an upload looked like."""
+    """Files of this version in the packages directory (dot-files included) that their page does
+    not list: there must never be one, whatever an upload looked like."""
     server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-    stored = server_host.run(f"ls -a /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").stdout.split()
-    listed = listed_files(host, curl, f"https://{server}/", reader)
-    return [name for name in stored if name not in listed]
+    stored = server_host.run(f"ls -A /srv/pypi/packages | grep -F -- {shlex.quote(ver)}").stdout.split()
+    return [name for name in stored if not listed_on_its_page(host, curl, server, reader, name)]
 
 
 def test_a_form_that_hides_a_second_file_from_a_plain_reader_is_refused(host, curl, server, uploader, reader):
@@ -499,7 +509,10 @@ def test_a_published_release_is_never_changed(host, test_vars, curl, server, ca,
         assert code == 409, (code, text)
     finally:
         host.run(f"rm -f /var/tmp/sdist-{ver}.tar.gz")
-    listed = [f for f in listed_files(host, curl, f"https://{server}/", reader) if ver in f]
+    page = json.loads(host.check_output(
+        f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} -H 'Accept: application/vnd.pypi.simple.v1+json' "
+        f"https://{server}/simple/cheeseshop-probe/"))
+    listed = [found["filename"] for found in page["files"] if ver in found["filename"]]
     assert sorted(listed) == [f"cheeseshop_probe-{ver}-py3-none-any.whl", f"cheeseshop_probe-{ver}.tar.gz"]
     assert stored_unlisted(host, curl, server, reader, ver) == []
 

@@ -184,7 +184,7 @@ def test_an_upload_the_full_volume_cannot_hold_leaves_nothing_and_is_taken_once_
         answer = host.run(f"{curl} -u {login} {form} -w '\\n%{{http_code}}' https://{server}/")
         assert answer.stdout.endswith("\n507"), answer.stdout
         # pypiserver's message as text, without Bottle's page (which names its loopback address).
-        assert answer.stdout.startswith(f"{filename} was not stored: the package volume is full"), answer.stdout
+        assert answer.stdout.startswith(f"507 {filename} was not stored: the package volume is full"), answer.stdout
         # Nothing of it kept, under its name or a hidden one, and nothing listed.
         dist = name.replace("-", "_")
         assert server_host.check_output(f"ls -A /srv/pypi/packages | grep -F {dist} || true") == ""

@@ -36,7 +36,7 @@ def instances(host):
     """The PIDs of every pypi-server process (run through its launcher), and how many sockets
     listen on main's port."""
     # The bracket keeps pgrep from matching the shell that runs it.
-    pids = host.run("pgrep -f '/cheeseshop-pypiserve[r] run'").stdout.split()
+    pids = host.run("pgrep -f '/cheeseshop-pypiserve[r] --index '").stdout.split()
     return pids, len(host.check_output("ss -Htln 'sport = :8080'").splitlines())
 
 
