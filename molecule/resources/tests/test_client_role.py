@@ -211,7 +211,8 @@ def test_the_indexes_come_from_pypi_indexes_and_each_gets_its_entries(host, name
     and paths from it. An account on two indexes: pip and uv install from the first (uv's
     second index is explicit), and twine and poetry get a repository for each."""
     home, user = fresh_account["home"], fresh_account["user"]
-    extra = {"pypi_indexes": [{"name": "main", "read": [reader[0]]},
+    # A layout the server accepts: an index at / must be its only one.
+    extra = {"pypi_indexes": [{"name": "main", "path": "/main/", "read": [reader[0]]},
                               {"name": "team", "path": "/private/team/", "upload": [reader[0]]}],
              "client_accounts": [{"user": user, "index": index, "username": reader[0]} for index in ("main", "team")]}
     rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
@@ -223,13 +224,13 @@ def test_the_indexes_come_from_pypi_indexes_and_each_gets_its_entries(host, name
     uv = tomllib.loads(host.file(f"{home}/.config/uv/uv.toml").content_string)
     poetry = tomllib.loads(host.file(f"{home}/.config/pypoetry/config.toml").content_string)
     base = f"https://{server}"
-    assert pip["global"]["index-url"] == f"{base}/simple/"
+    assert pip["global"]["index-url"] == f"{base}/main/simple/"
     assert [(i["name"], i["url"], i.get("default", False), i.get("explicit", False)) for i in uv["index"]] == [
-        ("main", f"{base}/simple/", True, False), ("team", f"{base}/private/team/simple/", False, True)]
+        ("main", f"{base}/main/simple/", True, False), ("team", f"{base}/private/team/simple/", False, True)]
     assert pypirc["distutils"]["index-servers"].split() == ["main", "team"]
-    assert (pypirc["main"]["repository"], pypirc["team"]["repository"]) == (f"{base}/", f"{base}/private/team/")
+    assert (pypirc["main"]["repository"], pypirc["team"]["repository"]) == (f"{base}/main/", f"{base}/private/team/")
     assert {key: value["url"] for key, value in poetry["repositories"].items()} == {
-        "main": f"{base}/", "team": f"{base}/private/team/"}
+        "main": f"{base}/main/", "team": f"{base}/private/team/"}
     assert set(poetry["certificates"]) == {"main", "team"}
 
 
