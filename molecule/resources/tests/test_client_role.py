@@ -262,30 +262,31 @@ def test_an_account_of_no_local_user_fails_before_anything_changes(host, name, r
     assert (rc != 0, "no local account no-such-account" in out, written, reader[1] in out) == (True, True, False, False)
 
 
-def test_a_home_directory_of_another_owner_is_refused_before_anything_changes(host, name, fresh_account):
-    """The role writes in a home as its account only: a ~/.config that root made (sudo, an image
-    build) is reported by name, not taken over by root, and nothing is written."""
+def refused_before_anything_changes(host, name, fresh_account, change, message):
+    """After change (a shell command) in the fresh account's home, clients.yml fails with message
+    and writes nothing: not the CA (its first change), no original kept, no file, no directory."""
     home = fresh_account["home"]
-    host.check_output(f"chown root:root {home}/.config")
-    ca_name = f"cheeseshop-{fresh_account['user']}"
-    extra = {**fresh_account["extra"], "client_ca_name": ca_name}
-    rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
-    written = [path for path in (f"/usr/local/share/ca-certificates/{ca_name}.crt", f"{home}/.pypirc",
-                                 f"{home}/.config/uv") if host.file(path).exists]
-    assert (rc != 0, f"{home}/.config (owner root)" in " ".join(out.split()), written) == (True, True, [])
-
-
-def test_a_link_in_the_home_is_refused_before_anything_changes(host, name, fresh_account):
-    """The role writes in the home as root: an account's ~/.netrc pointing at /etc/shadow must
-    not get the shadow file copied to it as "the original", nor anything else written."""
-    home = fresh_account["home"]
-    host.check_output(f"ln -sfn /etc/shadow {home}/.netrc")
+    host.check_output(change.format(home=home))
     ca_name = f"cheeseshop-{fresh_account['user']}"
     extra = {**fresh_account["extra"], "client_ca_name": ca_name}
     rc, out, _ = run_playbook(name, project_playbook("clients.yml"), extra)
     written = [path for path in (f"/usr/local/share/ca-certificates/{ca_name}.crt", f"{home}/.netrc{ORIG}",
                                  f"{home}/.pypirc", f"{home}/.config/uv") if host.file(path).exists]
-    assert (rc != 0, f"links: {home}/.netrc." in out, written) == (True, True, [])
+    assert (rc != 0, message.format(home=home) in " ".join(out.split()), written) == (True, True, [])
+
+
+def test_a_home_directory_of_another_owner_is_refused_before_anything_changes(host, name, fresh_account):
+    """The role writes in a home as its account only: a ~/.config that root made (sudo, an image
+    build) is reported by name, not taken over by root, and nothing is written."""
+    refused_before_anything_changes(host, name, fresh_account, "chown root:root {home}/.config",
+                                    "{home}/.config (owner root)")
+
+
+def test_a_link_in_the_home_is_refused_before_anything_changes(host, name, fresh_account):
+    """An account's ~/.netrc pointing at /etc/shadow is refused before anything is read or
+    written: the shadow file is never copied to it as "the original"."""
+    refused_before_anything_changes(host, name, fresh_account, "ln -sfn /etc/shadow {home}/.netrc",
+                                    "links: {home}/.netrc.")
 
 
 # What a local account runs to race the role (second review, finding 1): it waits for the
