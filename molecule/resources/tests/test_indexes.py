@@ -77,6 +77,11 @@ def test_an_index_bare_path_answers_as_an_unknown_one(host, curl, server):
     for path in ("/private/customer-a", "/private/customer-z", "/public"):
         head = headers(host, curl, f"https://{server}{path}")
         assert head.startswith("http/2 404") and "location:" not in head, (path, head)
+    # Nor do the index's own path and its simple API without the slash answer a stranger before
+    # the access check (a 405 or a 301 there told that the index exists).
+    for path, extra in (("/private/customer-a/", " -X PUT"), ("/private/customer-a/simple", "")):
+        head = headers(host, curl, f"https://{server}{path}", None, extra)
+        assert head.startswith("http/2 401") and "location:" not in head, (path, head)
 
 
 def test_customer_cannot_list_download_or_upload_in_another_customers_index(

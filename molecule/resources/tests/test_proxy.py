@@ -102,6 +102,9 @@ def test_served_certificate_is_not_a_ca(host, server, ca):
 def test_anonymous_and_outsider_are_refused_pages_and_files(host, curl, server, credentials, reader):
     page = f"https://{server}/simple/"
     outsider = ("molecule-outsider", credentials["molecule-outsider"])
+    # The index's own path too, whatever the method: nothing there tells a stranger of the index.
+    for extra in ("", " -X PUT", " -X DELETE"):
+        assert status(host, curl, f"https://{server}/", None, extra) == 401, extra
     assert status(host, curl, page) == 401
     assert status(host, curl, page, outsider) == 401
     assert status(host, curl, page, (reader[0], "wrong-password")) == 401
