@@ -222,10 +222,11 @@ def first_file_url(host, curl, page, user=None, filename=""):
     return urljoin(page, next(h for h in hrefs if h.endswith("/" + filename) or not filename))
 
 
-def served_while_pypiserver_is_down(host, curl, base, project, reader, server_host, stop, start):
+def served_while_pypiserver_is_down(host, curl, base, project, reader, server_host, stop, start, anonymous=False):
     """With pypiserver stopped (the stop command run on server_host): every page and file is
-    still served from disk, as long as it stays down, and still behind the access check; an
-    upload gets a 503 that says why, and so does the health endpoint. Then pypiserver starts."""
+    still served from disk, as long as it stays down, and still behind the access check (to
+    anyone on an anonymous index); an upload (reader: an uploader there) gets a 503 that says
+    why, and so does the health endpoint. Then pypiserver starts."""
     page = f"{base}/simple/{project}/"
     file_url = first_file_url(host, curl, page, reader)
     json_accept = "-H 'Accept: application/vnd.pypi.simple.v1+json'"
@@ -236,7 +237,7 @@ def served_while_pypiserver_is_down(host, curl, base, project, reader, server_ho
     try:
         for url, extra in ((page, ""), (page, json_accept), (f"{base}/simple/", ""), (file_url, "")):
             assert status(host, curl, url, reader, extra) == 200, url
-            assert status(host, curl, url, None, extra) == 401, url
+            assert status(host, curl, url, None, extra) == (200 if anonymous else 401), url
         answer = host.run(f"{curl} {_auth(reader)}-D - -F ':action=file_upload' -F protocol_version=1 "
                           f"-F name={project} -F version={ver} -F content=@{fake} {base}/")
         assert answer.stdout.startswith("HTTP/2 503"), answer.stdout

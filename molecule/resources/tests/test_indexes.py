@@ -5,6 +5,7 @@ public (/public/) is read by anyone and written by release-bot; customer-a
 (/private/customer-a/) is read by customer-a-dev and customer-a-ci and written by
 customer-a-dev; customer-b (/private/customer-b/) belongs to customer-b-dev.
 """
+import base64
 import os
 import shlex
 import time
@@ -238,5 +239,49 @@ def test_concurrent_guesses_run_no_more_checks_than_the_limits(host, curl, serve
             f"{curl} -u {valid}{xff('198.51.100.7')} -o /dev/null -w '%{{http_code}} ' {page}; "
             f"{curl} -u {guess}{xff('198.51.100.8')} -o /dev/null -w '%{{http_code}}' {page}")
         assert codes.split() == ["200", "429"], codes
+    finally:
+        restart_nginx(host, server)
+
+
+def test_a_flood_of_new_names_and_addresses_never_wipes_out_counted_failures(host, curl, server, user):
+    """Second review, 7a: every refused request adds counters to nginx's shared memory, and the
+    remembered credentials lived in the same dictionary. A flood from ever new addresses (cheap:
+    behind a balancer, or with IPv6) filled it, and nginx evicted the oldest entries: the
+    failures counted against a name, so an address barred after 20 guesses could guess again,
+    and the remembered credentials. The counters are kept apart now and never evicted; while
+    their memory is full, new checks are refused, and known credentials pass. The scenario's
+    counter memory is small (host_vars), so that the flood fills it here."""
+    page = f"https://{server}/private/customer-a/simple/"
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    flood_name = "f" * 250  # the longest keys a name gives
+    restart_nginx(host, server)
+    try:
+        assert status(host, curl, page, user("customer-a-ci"), xff("198.51.100.20")) == 200
+        # An address that has used up its guesses for a name.
+        guesser = xff("203.0.113.80")
+        codes = [status(host, curl, page, ("customer-a-dev", f"guess-{n}"), guesser) for n in range(21)]
+        assert codes == [401] * 20 + [429], codes
+        # The flood's name over its total, then one request from each new address: a 429 each,
+        # with no password check, and two new counters each.
+        for n in range(5):
+            burst(host, curl, page, [(flood_name, f"over-{n}-{m}") for m in range(20)], xff(f"203.0.113.{90 + n}"))
+        logged = int(server_host.check_output("wc -l < /var/log/nginx/error.log"))
+        credential = base64.b64encode(f"{flood_name}:flood".encode()).decode()
+        for batch in range(30):
+            addresses = "\n".join(f"2001:db8:{batch:x}::{n:x}" for n in range(200))
+            codes = host.check_output(
+                f"printf '%s\\n' {shlex.quote(addresses)} | xargs -P 100 -I@ {curl} -o /dev/null -w '%{{http_code}}\\n' "
+                f"-H 'X-Forwarded-For: @' -H 'Authorization: Basic {credential}' {shlex.quote(page)}").split()
+            # A 401 now and then: the slow lane's one check a second for addresses new to the name.
+            assert set(codes) <= {"401", "429"}, codes
+            if server_host.run(f"tail -n +{logged + 1} /var/log/nginx/error.log"
+                               " | grep -qF \"the failure counters' memory is full\"").rc == 0:
+                break
+        else:
+            pytest.fail("6,000 requests from new addresses did not fill the counters' memory")
+        # The barred address is still barred: its failures were not pushed out.
+        assert status(host, curl, page, ("customer-a-dev", "guess-after-flood"), guesser) == 429
+        # A known credential passes from anywhere while the memory is full.
+        assert status(host, curl, page, user("customer-a-ci"), xff("198.51.100.21")) == 200
     finally:
         restart_nginx(host, server)

@@ -1,5 +1,8 @@
 """pypiserver under supervisor (supervisor scenario only: pypi_process_manager: supervisor).
 
+Its one index is anonymous-read: the one scenario where no index is private, so nginx's access
+check exists only for the uploads there.
+
 The scenario's host_vars log one line per request and rotate at 4 KB, so the rotation is seen
 for real. Tests run in any order (pytest-randomly shuffles them), each leaving the host as it
 found it: a SIGKILL, the program stopped behind nginx (pages and files served, uploads a clear
@@ -99,7 +102,16 @@ def test_upload_and_install_over_https_with_the_same_file_permissions(host, test
         f"--cert {HOST_CA} --index-url https://{reader}:{quote(credentials[reader], safe='')}@localhost/simple/ "
         f"cheeseshop-supervised=={release}")
     assert pip.rc == 0
-    assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-supervised/") == 401
+    # Anyone reads; an upload still needs the uploader, checked by nginx (#39), though no index
+    # here is private: without a credential, or with a wrong one, nothing reaches pypiserver.
+    assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-supervised/") == 200
+    other = host.check_output(f"/usr/local/bin/make_wheel.py cheeseshop-supervised {version()} /var/tmp/supervised")
+    for auth in ("", f"-u {shlex.quote(uploader + ':wrong-password')} "):
+        refused = host.run(f"{HOST_CURL} {auth}-o /dev/null -w '%{{http_code}}' -F ':action=file_upload' "
+                           f"-F protocol_version=1 -F name=cheeseshop-supervised -F content=@{other} "
+                           "https://localhost/")
+        assert refused.stdout == "401", (auth, refused.stdout, refused.stderr)
+    assert not host.file(f"/srv/pypi/packages/{os.path.basename(other)}").exists
 
 
 def test_log_goes_to_a_file_that_supervisord_rotates(host):
@@ -130,8 +142,9 @@ def test_killed_pypiserver_is_back_within_5_seconds(host):
 def test_pypiserver_down_pages_and_files_are_served_uploads_get_a_clear_503(host, credentials, published):
     """The same fault answers as under systemd (test_proxy.py), with supervisord's program stopped."""
     served_while_pypiserver_is_down(host, HOST_CURL, "https://localhost", published,
-                                    ("molecule-reader", credentials["molecule-reader"]), host,
-                                    f"supervisorctl stop {PROGRAM}", f"supervisorctl start {PROGRAM}")
+                                    ("molecule-uploader", credentials["molecule-uploader"]), host,
+                                    f"supervisorctl stop {PROGRAM}", f"supervisorctl start {PROGRAM}",
+                                    anonymous=True)
 
 
 def switch_to(host, manager):
@@ -167,3 +180,15 @@ def test_switching_to_systemd_and_back_leaves_one_instance_per_index(host):
         switch_to(host, "systemd")
     finally:
         switch_to(host, "supervisor")
+
+
+def test_supervisord_and_its_programs_have_the_instances_limits(host):
+    """Second review, finding 7, under supervisor: supervisord and the programs it runs share
+    one cgroup, bounded like the systemd instances together (512 MiB and 64 tasks each, one
+    index here) plus supervisord's own share. The kernel's cgroup holds the limit."""
+    shown = [host.check_output(f"systemctl show -P {name} supervisor") for name in ("MemoryMax", "TasksMax")]
+    assert shown == [str((512 + 64) << 20), str(64 + 16)], shown
+    cgroup = host.check_output("systemctl show -P ControlGroup supervisor")
+    pid = program_pid(host)
+    assert host.check_output(f"cat /proc/{pid}/cgroup").endswith(cgroup)
+    assert host.check_output(f"cat /sys/fs/cgroup{cgroup}/memory.max") == str((512 + 64) << 20)

@@ -30,6 +30,13 @@
 -- whose check is running wait for its outcome instead of starting checks of their own. At
 -- most CHECKS_PER_ADDRESS password checks of one address run at a time, so that one address
 -- cannot take every thread of the pool.
+-- Two dictionaries: `pypi_auth` holds the salt and the verified credentials, and is written only
+-- after a password matched, so no one without a password can push a remembered credential
+-- out. `pypi_auth_limits` holds the counters, which anyone can add to (a name and an address
+-- per request); they are added without evicting anything (safe_add). When it is full, a count
+-- that cannot be kept is a refusal: a credential that is not known gets 429 until entries
+-- expire (FAIL_WINDOW at most), and a known one still passes. Evicting counters would have
+-- let a flood of new names and addresses wipe out the failures counted against a name.
 local M = {
   REFRESH = 1,
   REMEMBER = 60,
@@ -51,6 +58,8 @@ local DUMMY_HASH = "$2b$10$OcDymhgO6KN35LqkEHFSpuN4i9nNRMn3CjqKv5prUbTRtOXKwAJlm
 local MAX_NAME = 256
 
 local shared = ngx.shared.pypi_auth
+local limits = ngx.shared.pypi_auth_limits
+local full_logged_at = 0
 local files = {}   -- per worker: path -> { users = {name = hash}, digest = ..., read_at = ... }
 local salt         -- shared by the workers and kept across reloads (set in init, before the fork)
 
@@ -116,15 +125,54 @@ local function credential(header)
   return name, password
 end
 
+local function full()
+  local now = ngx.now()
+  if now - full_logged_at >= 10 then
+    full_logged_at = now
+    ngx.log(ngx.WARN, "cheeseshop auth: the failure counters' memory is full; credentials that ",
+            "are not known get 429 until entries expire")
+  end
+end
+
+-- Adds step to a counter, made with a life of ttl seconds when new, and returns its value; nil
+-- when the dictionary is full (safe_add evicts nothing). A step down on a counter that is gone
+-- changes nothing.
+local function bump(key, step, ttl)
+  local value = limits:incr(key, step)
+  if value or step < 0 then
+    return value
+  end
+  local added, err = limits:safe_add(key, step, ttl)
+  if added then
+    return step
+  end
+  if err == "exists" then
+    return limits:incr(key, step)
+  end
+  full()
+  return nil
+end
+
 -- The counters a failure of this name from this address adds to.
 local function failure_keys(name)
   local address = ngx.var.binary_remote_addr
   return "fail:" .. address .. name, "failname:" .. name, "held:" .. address
 end
 
+-- The two counts after the step, or nil when a count up could not be kept (then neither is
+-- changed, so that a later step down undoes only what was counted).
 local function count(name, step)
-  local mine, account = failure_keys(name)
-  return shared:incr(mine, step, 0, M.FAIL_WINDOW) or 0, shared:incr(account, step, 0, M.FAIL_WINDOW) or 0
+  local mine_key, account_key = failure_keys(name)
+  local mine = bump(mine_key, step, M.FAIL_WINDOW)
+  if not mine and step > 0 then
+    return nil
+  end
+  local account = bump(account_key, step, M.FAIL_WINDOW)
+  if not account and step > 0 then
+    bump(mine_key, -step)
+    return nil
+  end
+  return mine or 0, account or 0
 end
 
 local function failed(name)
@@ -136,11 +184,14 @@ end
 -- nothing taken) when a limit forbids the check.
 local function reserve(name)
   local mine, account = count(name, 1)
+  if not mine then
+    return false
+  end
   if mine <= M.FAIL_LIMIT and account <= M.ACCOUNT_FAIL_LIMIT then
     return true
   end
   -- Over the account's limit only, from an address with no failure for this name: the slow lane.
-  if mine == 1 and shared:add("slow:" .. name, true, M.FAIL_DELAY) then
+  if mine == 1 and limits:safe_add("slow:" .. name, true, M.FAIL_DELAY) then
     return true
   end
   count(name, -1)
@@ -153,30 +204,40 @@ local function barred()
   -- instead of making the server answer thousands of 429s a second in place of real users.
   -- At most FAIL_HOLD requests per address are held at once, so that one address cannot tie
   -- up the workers' connections; beyond that the 429 is immediate.
-  local held = shared:incr(held_key, 1, 0, M.FAIL_WINDOW)
+  local held = bump(held_key, 1, M.FAIL_WINDOW)
   if held and held <= M.FAIL_HOLD then
     ngx.sleep(M.FAIL_DELAY)
   end
-  shared:incr(held_key, -1, 1, M.FAIL_WINDOW)
+  if held then
+    bump(held_key, -1)
+  end
   ngx.header["Retry-After"] = tostring(M.FAIL_WINDOW)
   return ngx.exit(ngx.HTTP_TOO_MANY_REQUESTS)
 end
 
--- Runs the hash check in the thread pool, at most CHECKS_PER_ADDRESS at a time per address.
-local function verify(password, hash)
+-- Runs the hash check in the thread pool, at most CHECKS_PER_ADDRESS at a time per address. A
+-- known credential is checked even when the counters' memory is full.
+local function verify(password, hash, known)
   local busy_key = "busy:" .. ngx.var.binary_remote_addr
   local waited = 0
-  while (shared:incr(busy_key, 1, 0, 30) or 0) > M.CHECKS_PER_ADDRESS do
-    shared:incr(busy_key, -1, 1, 30)
+  local busy = bump(busy_key, 1, 30)
+  while busy and busy > M.CHECKS_PER_ADDRESS do
+    bump(busy_key, -1)
     if waited >= 10 then
       return nil, "too many checks in flight from one address"
     end
     ngx.sleep(0.01)
     waited = waited + 0.01
+    busy = bump(busy_key, 1, 30)
+  end
+  if not busy and not known then
+    return nil, "the failure counters' memory is full"
   end
   local ran, result = ngx.run_worker_thread(M.THREAD_POOL, "cheeseshop_crypt", "matches",
                                             password, hash or DUMMY_HASH)
-  shared:incr(busy_key, -1, 1, 30)
+  if busy then
+    bump(busy_key, -1)
+  end
   if not ran then
     return nil, result
   end
@@ -207,16 +268,20 @@ function M.check(path)
   -- One check per credential at a time: requests that bring the same credential meanwhile (a
   -- client's parallel downloads) wait for its outcome instead of queueing checks of their own.
   local pending_key = "pending:" .. digest
-  if not shared:add(pending_key, true, 5) then
-    while shared:get(pending_key) do
+  local pending, taken = limits:safe_add(pending_key, true, 5)
+  if not pending and taken == "exists" then
+    while limits:get(pending_key) do
       ngx.sleep(0.005)
     end
     if shared:get(key) then
       return
     end
-    if shared:get("bad:" .. digest) then
+    if limits:get("bad:" .. digest) then
       -- The one check failed: each request that waited for it counts as a guess of its own.
       local mine, account = count(name, 1)
+      if not mine then
+        return barred()
+      end
       if mine > M.FAIL_LIMIT or account > M.ACCOUNT_FAIL_LIMIT then
         count(name, -1)
         return barred()
@@ -224,17 +289,17 @@ function M.check(path)
       return challenge()
     end
     -- No outcome within the pending entry's 5 s: check it here.
-    shared:set(pending_key, true, 5)
+    limits:safe_set(pending_key, true, 5)
   end
   local seen_key = "seen:" .. credential_digest
   local reserved = not shared:get(seen_key)
   if reserved and not reserve(name) then
-    shared:delete(pending_key)
+    limits:delete(pending_key)
     return barred()
   end
-  local matches, problem = verify(password, file.users[name])
+  local matches, problem = verify(password, file.users[name], not reserved)
   if matches == nil then
-    shared:delete(pending_key)
+    limits:delete(pending_key)
     if reserved then
       count(name, -1)
     end
@@ -250,12 +315,12 @@ function M.check(path)
     end
   else
     -- Only for the requests already waiting on this check, never for later ones.
-    shared:set("bad:" .. digest, true, 1)
+    limits:safe_set("bad:" .. digest, true, 1)
     if not reserved then
       count(name, 1)
     end
   end
-  shared:delete(pending_key)
+  limits:delete(pending_key)
   if not matches then
     return challenge()
   end

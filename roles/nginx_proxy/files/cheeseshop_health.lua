@@ -4,13 +4,13 @@
 -- come from the configuration, never from the client's URI.
 local M = {}
 
--- checks: a list of {port, path}, one per index.
-function M.answer(checks)
+-- host: where every pypiserver listens; checks: a list of {port, path}, one per index.
+function M.answer(host, checks)
   for _, check in ipairs(checks) do
     local sock = ngx.socket.tcp()
     sock:settimeouts(1000, 1000, 3000)
     local line
-    if sock:connect("127.0.0.1", check[1]) then
+    if sock:connect(host, check[1]) then
       sock:send("GET " .. check[2] .. " HTTP/1.0\r\nHost: localhost\r\n\r\n")
       line = sock:receive("*l")
     end
