@@ -178,3 +178,19 @@ def test_a_file_whose_metadata_names_another_project_is_listed_nowhere(tmp_path,
     assert sorted(p.name for p in (pg / "simple").iterdir()) == ["foo-bar", "index.html", "index.json"]
     assert sd in (pg / "simple/foo-bar/index.html").read_text()
     assert "its metadata names the project 'bar', its file name 'foo'" in capsys.readouterr().err
+
+
+def test_the_root_page_from_kept_rows_is_the_page_made_whole():
+    """The root page is joined from rows made once per project (a new project rewrites it
+    before its upload is answered). Its JSON is byte for byte json.dumps of the whole page, and
+    a kept row is reused, so the page stays what a full render gives as projects come and go."""
+    names = {"a-b": set(), "z<y": set(), "m.n_o": set(), "ünï": set()}
+    rows = {}
+    for projects in (names, {**names, "b": set()}, {"b": set()}, {}):
+        page_html, page_json = pages.root_pages(projects, rows)
+        whole = {"meta": {"api-version": pages.API_VERSION}, "projects": [{"name": n} for n in sorted(projects)]}
+        assert page_json == json.dumps(whole, sort_keys=True) + "\n"
+        assert page_html == pages.root_pages(projects)[0]
+        assert [line.strip() for line in page_html.splitlines() if "<a " in line] == [
+            f'<a href="{n.replace("<", "&lt;")}/">{n.replace("<", "&lt;")}</a><br>' for n in sorted(projects)]
+    assert set(rows) == set(names) | {"b"}
