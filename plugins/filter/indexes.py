@@ -62,6 +62,10 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             "uploaders": sorted(uploaders),
             "readers_file": posixpath.join(str(users_dir), name + "-readers.htpasswd"),
             "uploaders_file": posixpath.join(str(users_dir), name + "-uploaders.htpasswd"),
+            # Hashes of the index's tokens (cheeseshop.pypi.token_files): all of them for nginx,
+            # the upload ones for pypiserver.
+            "read_tokens_file": posixpath.join(str(users_dir), name + "-read.tokens"),
+            "upload_tokens_file": posixpath.join(str(users_dir), name + "-upload.tokens"),
             "health_endpoint": str(health_endpoint),
             "health_path": path + str(health_endpoint).lstrip("/"),
             "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), name),

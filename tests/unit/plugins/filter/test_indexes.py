@@ -23,6 +23,8 @@ def test_main_alone_keeps_the_single_index_layout():
         "readers": ["alice", "bob"], "uploaders": ["alice", "bob"],
         "readers_file": "/etc/pypi-users/main-readers.htpasswd",
         "uploaders_file": "/etc/pypi-users/main-uploaders.htpasswd",
+        "read_tokens_file": "/etc/pypi-users/main-read.tokens",
+        "upload_tokens_file": "/etc/pypi-users/main-upload.tokens",
         "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
         "yanked": [],
     }]
