@@ -37,6 +37,12 @@
 -- that cannot be kept is a refusal: a credential that is not known gets 429 until entries
 -- expire (FAIL_WINDOW at most), and a known one still passes. Evicting counters would have
 -- let a flood of new names and addresses wipe out the failures counted against a name.
+--
+-- Tokens (docs/tokens.md): a password that reads "cheeseshop_<name>.<secret>" is a token, with
+-- any user name. Its entry is found by its name in the index's tokens file, which holds the
+-- SHA-256 of each token and the second it expires, checked at every request. A token is long
+-- and random, so one SHA-256 checks it: no thread pool, no wait. Its failures count as a
+-- user's do, under its name; a right token passes whatever the count.
 local M = {
   REFRESH = 1,
   REMEMBER = 60,
@@ -56,6 +62,12 @@ local M = {
 local DUMMY_HASH = "$2b$10$OcDymhgO6KN35LqkEHFSpuN4i9nNRMn3CjqKv5prUbTRtOXKwAJlm"
 -- Longer names are not looked up (htpasswd names are short); they count as failures.
 local MAX_NAME = 256
+
+local ffi = require("ffi")
+-- nginx is linked with OpenSSL's libcrypto, so its one-shot SHA256() is at hand.
+pcall(ffi.cdef, "unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);")
+local sha256_out = ffi.new("unsigned char[32]")
+local TOKEN = "^cheeseshop_([%w][%w_%-]*)%.(%w+)$"
 
 local shared = ngx.shared.pypi_auth
 local limits = ngx.shared.pypi_auth_limits
@@ -77,33 +89,71 @@ function M.init(settings)
   salt = shared:get("salt")
 end
 
-local function users_of(path)
+-- A file's parsed content, per worker: read again at most once a second, parsed again only when
+-- its content changed (then a new table: what was remembered in the old one goes with it).
+-- nil when the file cannot be read, unless missing is the content to assume.
+local function parsed(path, parse, missing)
   local now = ngx.now()
   local known = files[path]
   if known and now - known.read_at < M.REFRESH then
     return known
   end
   local handle = io.open(path, "r")
-  if not handle then
+  if not handle and not missing then
     return nil
   end
-  local content = handle:read("*a")
-  handle:close()
+  local content = handle and handle:read("*a") or missing
+  if handle then
+    handle:close()
+  end
   local digest = ngx.md5(content)
   if known and known.digest == digest then
     known.read_at = now
     return known
   end
-  local users = {}
-  for line in content:gmatch("[^\r\n]+") do
-    local name, hash = line:match("^([^:#][^:]*):(.+)$")
-    if name then
-      users[name] = hash
-    end
-  end
-  known = { users = users, digest = digest, read_at = now }
+  known = parse(content)
+  known.digest, known.read_at = digest, now
   files[path] = known
   return known
+end
+
+-- An htpasswd file: users = { name = hash }.
+local function users_of(path)
+  return parsed(path, function(content)
+    local users = {}
+    for line in content:gmatch("[^\r\n]+") do
+      local name, hash = line:match("^([^:#][^:]*):(.+)$")
+      if name then
+        users[name] = hash
+      end
+    end
+    return { users = users }
+  end)
+end
+
+-- The tokens of an index: name -> { digest = the SHA-256 (32 bytes), expires = epoch seconds }.
+-- A missing file has no tokens.
+-- verified: salted SHA-1 of a token's text -> true, once its SHA-256 matched, for as long as
+-- the file is unchanged: OpenSSL 3's one-shot SHA256() fetches its algorithm on every call,
+-- which cost a tenth of the hot page's rate. Only right tokens are added, so its size is
+-- bounded by the file's.
+local function tokens_of(path)
+  return parsed(path, function(content)
+    local tokens = {}
+    for line in content:gmatch("[^\r\n]+") do
+      local name, hex, expires = line:match("^([^:]+):(%x+):(%d+)$")
+      if name and #hex == 64 then
+        tokens[name] = { digest = hex:gsub("%x%x", function(pair) return string.char(tonumber(pair, 16)) end),
+                         expires = tonumber(expires) }
+      end
+    end
+    return { tokens = tokens, verified = {} }
+  end, "")
+end
+
+local function sha256(text)
+  ffi.C.SHA256(text, #text, sha256_out)
+  return ffi.string(sha256_out, 32)
 end
 
 local function challenge()
@@ -244,18 +294,45 @@ local function verify(password, hash, known)
   return hash ~= nil and result
 end
 
--- The access check for one request against one htpasswd file.
-function M.check(path)
+-- A token: right and not expired passes; anything else is a failure counted under its name
+-- (in a space of its own, so that it never adds to a user's count).
+local function check_token(path, name, password)
+  local file = tokens_of(path)
+  local entry = file.tokens[name]
+  local counted = "\1token\1" .. name
+  local seen = ngx.sha1_bin(salt .. password)
+  if entry and (file.verified[seen] or sha256(password) == entry.digest) then
+    if ngx.time() < entry.expires then
+      file.verified[seen] = true
+      return
+    end
+    ngx.log(ngx.INFO, "cheeseshop auth: token ", name, " expired at ", ngx.http_time(entry.expires))
+  end
+  local mine, account = count(counted, 1)
+  if not mine or mine > M.FAIL_LIMIT or account > M.ACCOUNT_FAIL_LIMIT then
+    return barred()
+  end
+  return challenge()
+end
+
+-- The access check for one request against one htpasswd file and, given, a tokens file.
+function M.check(path, tokens_path)
   local header = ngx.var.http_authorization
   if not header then
     return challenge()
+  end
+  local name, password = credential(header)
+  if name and tokens_path then
+    local token_name, secret = password:match(TOKEN)
+    if token_name and #token_name <= 64 and #secret >= 32 and #secret <= 128 then
+      return check_token(tokens_path, token_name, password)
+    end
   end
   local file = users_of(path)
   if not file then
     ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", path)
     return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
   end
-  local name, password = credential(header)
   if not name then
     return failed("")
   end
