@@ -66,6 +66,10 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             # the upload ones for pypiserver.
             "read_tokens_file": posixpath.join(str(users_dir), name + "-read.tokens"),
             "upload_tokens_file": posixpath.join(str(users_dir), name + "-upload.tokens"),
+            # Who may upload which projects of the index (the users role writes it as JSON, the
+            # index's pypiserver reads it at every upload and removal).
+            "owners": index.get("owners") or [],
+            "owners_file": posixpath.join(str(users_dir), name + "-owners.json"),
             "health_endpoint": str(health_endpoint),
             "health_path": path + str(health_endpoint).lstrip("/"),
             "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), name),
@@ -98,10 +102,27 @@ def _rights_problems(index, present):
     return problems
 
 
-def index_problems(layout, users=None):
+def _owners_problems(index, present, tokens):
+    owners = index["owners"]
+    label = f"index {index['name']!r} has owners"
+    if not isinstance(owners, list) or not all(
+            isinstance(rule, dict) and set(rule) <= {"projects", "uploaders"}
+            and all(isinstance(rule.get(key), list) and rule.get(key) and all(isinstance(v, str) and v for v in rule[key])
+                    for key in ("projects", "uploaders")) for rule in owners):
+        return [f"{label} {owners!r}: list entries of projects (names or patterns such as acme-*) and uploaders "
+                "(user or token names), neither empty."]
+    if present is None:
+        return []
+    known = set(present) | set(tokens or [])
+    return [f"{label} naming {name!r} as an uploader, which is neither a present user in pypi_users nor a token "
+            f"of pypi_tokens." for rule in owners for name in rule["uploaders"] if name not in known]
+
+
+def index_problems(layout, users=None, tokens=None):
     """What is wrong with a layout from index_layout, one sentence per problem; [] when fine.
 
-    With users (pypi_users), the rights are checked too: each name must be a present user.
+    With users (pypi_users), the rights are checked too: each name must be a present user (or,
+    among owners' uploaders, a present token of tokens, pypi_tokens).
     """
     problems = []
     if not layout:
@@ -147,6 +168,7 @@ def index_problems(layout, users=None):
             )
         if users is not None:
             problems.extend(_rights_problems(index, _present(users)))
+        problems.extend(_owners_problems(index, None if users is None else _present(users), _present(tokens)))
 
     for position, first in enumerate(layout):
         for second in layout[position + 1:]:

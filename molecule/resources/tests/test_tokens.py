@@ -49,6 +49,11 @@ def token(vault_tokens):
 
 
 @pytest.fixture(scope="module")
+def user(credentials):
+    return lambda name: (name, credentials[name])
+
+
+@pytest.fixture(scope="module")
 def server_host(host, server):
     return host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
@@ -206,3 +211,31 @@ def test_bad_tokens_are_refused_before_any_change(server_host, vault_users, vaul
         assert message in output, output[-3000:]
     assert marker.rsplit(".", 1)[1] not in output
     assert server_host.check_output(f"sha256sum {USERS_DIR}/*.tokens") == before
+
+
+def test_project_owners_keep_other_uploaders_of_the_index_out(host, test_vars, server, ca, curl, token, user):
+    """customer-a's owners (host_vars): cheeseshop-owned-* takes uploads from customer-a-dev only.
+    The ci-a-upload token, an uploader of customer-a, gets 403 for it with twine and uv, and
+    cannot remove it either; the owner uploads; a project no owner names still takes the token."""
+    ver = version()
+    refused = upload(host, test_vars, server, ca, "customer-a", "__token__", token["ci-a-upload"],
+                     project="cheeseshop-owned-widget")
+    assert refused.rc != 0 and twine_status(refused) == 403, refused.stdout + refused.stderr
+    uv = f"{test_vars['cheeseshop_test_client_venv']}/bin/uv"
+    # Spelled otherwise, the same project (names compare as PEP 503 normalises them).
+    wheel = client_wheel(host, "Cheeseshop_Owned.Widget", ver)
+    by_uv = host.run(f"SSL_CERT_FILE={ca} {uv} publish --publish-url https://{server}{PATHS['customer-a']} "
+                     f"--token {shlex.quote(token['ci-a-upload'])} {shlex.quote(wheel)}")
+    assert by_uv.rc != 0 and "403" in by_uv.stdout + by_uv.stderr, by_uv.stdout + by_uv.stderr
+    owner = https_upload(host, test_vars, server, ca, wheel, user("customer-a-dev"), PATHS["customer-a"])
+    assert owner.rc == 0, owner.stdout + owner.stderr
+    removal = host.run(f"{curl} -o /dev/null -w '%{{http_code}}' -u {shlex.quote('__token__:' + token['ci-a-upload'])} "
+                       f"-F ':action=remove_pkg' -F name=cheeseshop-owned-widget -F version={ver} "
+                       f"https://{server}{PATHS['customer-a']}")
+    assert removal.stdout == "403", removal.stdout
+    assert f"cheeseshop_owned_widget-{ver}" in host.check_output(
+        f"{curl} -u {shlex.quote('customer-a-dev:' + user('customer-a-dev')[1])} "
+        f"https://{server}{PATHS['customer-a']}simple/cheeseshop-owned-widget/")
+    other = upload(host, test_vars, server, ca, "customer-a", "__token__", token["ci-a-upload"],
+                   project="cheeseshop-unowned")
+    assert other.rc == 0, other.stdout + other.stderr

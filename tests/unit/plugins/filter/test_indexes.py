@@ -25,6 +25,7 @@ def test_main_alone_keeps_the_single_index_layout():
         "uploaders_file": "/etc/pypi-users/main-uploaders.htpasswd",
         "read_tokens_file": "/etc/pypi-users/main-read.tokens",
         "upload_tokens_file": "/etc/pypi-users/main-upload.tokens",
+        "owners": [], "owners_file": "/etc/pypi-users/main-owners.json",
         "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
         "yanked": [],
     }]
@@ -143,3 +144,18 @@ def test_each_problem_is_named(indexes, expected):
 
 def test_sibling_directories_with_a_common_prefix_are_not_nested():
     assert index_problems(layout([{"name": "a", "packages_dir": "/d/a"}, {"name": "ab", "packages_dir": "/d/ab"}])) == []
+
+
+@pytest.mark.parametrize("owners,expected", [
+    ([{"projects": ["acme-*"], "uploaders": ["alice", "ci-acme"]}], None),
+    ({"acme-*": ["alice"]}, "list entries of projects"),
+    ([{"projects": [], "uploaders": ["alice"]}], "neither empty"),
+    ([{"projects": ["acme-*"]}], "neither empty"),
+    ([{"projects": ["acme-*"], "uploaders": ["alice"], "extra": 1}], "list entries of projects"),
+    ([{"projects": ["acme-*"], "uploaders": ["carol"]}], "naming 'carol' as an uploader, which is neither a present"),
+    ([{"projects": ["acme-*"], "uploaders": ["old-token"]}], "naming 'old-token' as an uploader"),
+], ids=["fine", "not-a-list", "no-projects", "no-uploaders", "unknown-key", "unknown-user", "absent-token"])
+def test_each_owners_problem_is_named(owners, expected):
+    tokens = [{"name": "ci-acme", "index": "a"}, {"name": "old-token", "state": "absent"}]
+    problems = index_problems(layout([{"name": "a", "owners": owners}]), USERS, tokens)
+    assert (problems == []) if expected is None else any(expected in p for p in problems), problems
