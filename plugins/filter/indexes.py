@@ -18,6 +18,10 @@ SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
 DIRECTORY = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
+# A project name as PEP 508 allows it.
+NAME_OF_PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+PROJECT_STATUSES = ("active", "archived", "deprecated", "quarantined")
+
 DEFAULT_INDEXES = [{"name": "main"}]
 RIGHTS = ("read", "upload")
 
@@ -75,6 +79,9 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), name),
             # PEP 592: versions the pages mark as yanked (pip skips them unless pinned exactly).
             "yanked": index.get("yanked") or [],
+            # PEP 792: archived, deprecated or quarantined projects (the pages mark them; uploads
+            # to archived and quarantined ones are refused, and quarantined files are not served).
+            "project_status": index.get("project_status") or [],
         })
     return layout
 
@@ -165,6 +172,16 @@ def index_problems(layout, users=None, tokens=None):
             problems.append(
                 f"index {index['name']!r} has yanked {yanked!r}: list entries of project, version and an "
                 "optional reason, all strings."
+            )
+        statuses = index["project_status"]
+        if not isinstance(statuses, list) or not all(
+                isinstance(entry, dict) and set(entry) <= {"project", "status", "reason"}
+                and isinstance(entry.get("project"), str) and NAME_OF_PROJECT.match(entry["project"])
+                and entry.get("status") in PROJECT_STATUSES and isinstance(entry.get("reason", ""), str)
+                for entry in statuses):
+            problems.append(
+                f"index {index['name']!r} has project_status {statuses!r}: list entries of project (a project "
+                f"name), status ({', '.join(PROJECT_STATUSES)}) and an optional reason."
             )
         if users is not None:
             problems.extend(_rights_problems(index, _present(users)))

@@ -6,6 +6,7 @@ public (/public/) is read by anyone and written by release-bot; customer-a
 customer-a-dev; customer-b (/private/customer-b/) belongs to customer-b-dev.
 """
 import base64
+import json
 import os
 import shlex
 import time
@@ -14,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from conftest import (body, burst, client_wheel, first_file_url, headers, https_upload, restart_nginx, status,
-                      twine_status, version)
+                      twine_status, until_page, version)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -285,3 +286,45 @@ def test_a_flood_of_new_names_and_addresses_never_wipes_out_counted_failures(hos
         assert status(host, curl, page, user("customer-a-ci"), xff("198.51.100.21")) == 200
     finally:
         restart_nginx(host, server)
+
+
+def test_project_status_is_served_and_archived_or_quarantined_projects_take_no_upload(
+        host, test_vars, server, ca, curl, user):
+    """PEP 792 from host_vars: files of cheeseshop-archived and cheeseshop-quarantined put into
+    public's packages by hand (as a restore would). The archived one is listed and installs,
+    with its status; the quarantined one lists no file and serves none. Neither takes an upload."""
+    server_host = host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    files = {}
+    for project in ("cheeseshop-archived", "cheeseshop-quarantined"):
+        built = server_host.check_output(f"/usr/local/bin/make_wheel.py {project} 1.0.0 /var/tmp/status-{project}")
+        files[project] = os.path.basename(built)
+        # The packages directory's group, as an upload's file gets it (setgid directory).
+        server_host.check_output(f"install -m 0644 -o pypiserver -g \"$(stat -c %G /srv/pypi/indexes/public)\" "
+                                 f"{built} /srv/pypi/indexes/public/")
+    accept = "-H 'Accept: application/vnd.pypi.simple.v1+json'"
+    until_page(host, curl, page(server, "public", "cheeseshop-archived"), None, files["cheeseshop-archived"])
+    archived = json.loads(body(host, f"{curl} {accept}", page(server, "public", "cheeseshop-archived")))
+    assert archived["meta"]["api-version"] == "1.4"
+    assert archived["project-status"] == {"status": "archived", "reason": "moved to cheeseshop-public"}
+    assert '<meta name="pypi:project-status" content="archived">' in body(
+        host, curl, page(server, "public", "cheeseshop-archived"))
+    venv = "/var/tmp/status-client"
+    uv = f"{test_vars['cheeseshop_test_client_venv']}/bin/uv"
+    host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
+    host.check_output(f"SSL_CERT_FILE={ca} {uv} pip install --no-cache --python {venv}/bin/python "
+                      f"--index-url https://{server}/public/simple/ cheeseshop-archived==1.0.0")
+
+    until_page(host, curl, page(server, "public", "cheeseshop-quarantined"), None,
+               '<meta name="pypi:project-status" content="quarantined">')
+    quarantined = json.loads(body(host, f"{curl} {accept}", page(server, "public", "cheeseshop-quarantined")))
+    assert quarantined["project-status"] == {"status": "quarantined"} and quarantined["files"] == [], quarantined
+    assert status(host, curl, f"https://{server}/public/packages/{files['cheeseshop-quarantined']}") == 404
+    assert status(host, curl, f"https://{server}/public/packages/{files['cheeseshop-archived']}") == 200
+    denied = host.run(f"{venv}/bin/pip install --no-cache-dir --cert {ca} --index-url https://{server}/public/simple/ "
+                      "cheeseshop-quarantined")
+    assert denied.rc != 0, denied.stdout
+
+    for project in ("cheeseshop-archived", "Cheeseshop.Quarantined"):
+        run = https_upload(host, test_vars, server, ca, client_wheel(host, project, version()), user("release-bot"),
+                           PATHS["public"])
+        assert run.rc != 0 and twine_status(run) == 403, run.stdout + run.stderr

@@ -155,10 +155,10 @@ def test_pages_are_html_or_json_as_accept_asks(host, curl, server, reader, probe
         f"{curl} -u {shlex.quote(reader[0] + ':' + reader[1])} {extra} {url}")
     if "json" in content_type:
         data = json.loads(page)
-        assert data["meta"]["api-version"] == "1.1" and data["name"] == "cheeseshop-probe"
+        assert data["meta"]["api-version"] == "1.4" and data["name"] == "cheeseshop-probe"
         assert probe_package in data["versions"]
     else:
-        assert '<meta name="pypi:repository-version" content="1.1">' in page and probe_package in page
+        assert '<meta name="pypi:repository-version" content="1.4">' in page and probe_package in page
 
 
 def test_json_page_has_hashes_sizes_times_and_metadata(host, curl, server, reader, probe_package):

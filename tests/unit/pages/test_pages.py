@@ -51,7 +51,7 @@ def test_pages_from_a_rebuild_and_each_change(tmp_path):
                        "yanked": [{"project": "foo_bar", "version": "0.9", "reason": "broken <b>"}]})
     assert idx.rebuild() > 0
     page = json.loads((pg / "simple/foo-bar/index.json").read_text())
-    assert page["meta"]["api-version"] == "1.1" and page["versions"] == ["0.9", "1.0"]
+    assert page["meta"]["api-version"] == "1.4" and page["versions"] == ["0.9", "1.0"]
     byname = {f["filename"]: f for f in page["files"]}
     assert byname[fn]["requires-python"] == ">=3.8,<4"
     assert byname[fn]["core-metadata"]["sha256"] == hashlib.sha256(meta.encode()).hexdigest()
@@ -194,3 +194,30 @@ def test_the_root_page_from_kept_rows_is_the_page_made_whole():
         assert [line.strip() for line in page_html.splitlines() if "<a " in line] == [
             f'<a href="{n.replace("<", "&lt;")}/">{n.replace("<", "&lt;")}</a><br>' for n in sorted(projects)]
     assert set(rows) == set(names) | {"b"}
+
+
+def test_project_status_marks_the_pages_and_quarantine_lists_no_file(tmp_path):
+    """PEP 792 (simple API 1.4): the HTML metas and the JSON key; a quarantined project's pages
+    list no file, and the files come back when its entry goes."""
+    pk, pg = tmp_path / "packages", tmp_path / "pages"; pk.mkdir()
+    old, _ = wheel(pk, "old-lib", "1.0")
+    bad, _ = wheel(pk, "Bad_Lib", "2.0")
+    wheel(pk, "fine", "1.0")
+    statuses = [{"project": "Old.Lib", "status": "archived", "reason": 'use "new-lib" <now>'},
+                {"project": "bad-lib", "status": "quarantined"}, {"project": "fine", "status": "active"}]
+    idx = pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg), "project_status": statuses})
+    idx.rebuild()
+    archived = json.loads((pg / "simple/old-lib/index.json").read_text())
+    assert archived["project-status"] == {"status": "archived", "reason": 'use "new-lib" <now>'}
+    assert [f["filename"] for f in archived["files"]] == [old]
+    html_page = (pg / "simple/old-lib/index.html").read_text()
+    assert '<meta name="pypi:project-status" content="archived">' in html_page
+    assert '<meta name="pypi:project-status-reason" content="use &quot;new-lib&quot; &lt;now&gt;">' in html_page
+    quarantined = json.loads((pg / "simple/bad-lib/index.json").read_text())
+    assert quarantined["project-status"] == {"status": "quarantined"} and quarantined["files"] == []
+    assert bad not in (pg / "simple/bad-lib/index.html").read_text()
+    assert "project-status" not in json.loads((pg / "simple/fine/index.json").read_text())
+    assert "pypi:project-status" not in (pg / "simple/fine/index.html").read_text()
+    # Its entry removed (a new configuration, then the rebuild the pages role runs): listed again.
+    pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}).rebuild()
+    assert [f["filename"] for f in json.loads((pg / "simple/bad-lib/index.json").read_text())["files"]] == [bad]

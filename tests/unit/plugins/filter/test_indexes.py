@@ -27,7 +27,7 @@ def test_main_alone_keeps_the_single_index_layout():
         "upload_tokens_file": "/etc/pypi-users/main-upload.tokens",
         "owners": [], "owners_file": "/etc/pypi-users/main-owners.json",
         "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
-        "yanked": [],
+        "yanked": [], "project_status": [],
     }]
 
 
@@ -159,3 +159,18 @@ def test_each_owners_problem_is_named(owners, expected):
     tokens = [{"name": "ci-acme", "index": "a"}, {"name": "old-token", "state": "absent"}]
     problems = index_problems(layout([{"name": "a", "owners": owners}]), USERS, tokens)
     assert (problems == []) if expected is None else any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("statuses,fine", [
+    ([{"project": "Old.Lib", "status": "archived", "reason": "use new-lib"}, {"project": "x", "status": "active"}], True),
+    ([{"project": "x", "status": "quarantined"}, {"project": "y", "status": "deprecated"}], True),
+    ([{"project": "x", "status": "retired"}], False),
+    ([{"project": "-x-", "status": "archived"}], False),
+    ([{"status": "archived"}], False),
+    ([{"project": "x", "status": "archived", "reason": 1}], False),
+    ({"x": "archived"}, False),
+], ids=["archived", "quarantined", "unknown-status", "bad-name", "no-project", "reason-not-text", "not-a-list"])
+def test_project_status_entries_are_checked(statuses, fine):
+    problems = index_problems(layout([{"name": "a", "project_status": statuses}]))
+    assert (problems == []) == fine, problems
+    assert fine or "has project_status" in problems[0]
