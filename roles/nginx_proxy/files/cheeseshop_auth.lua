@@ -67,7 +67,8 @@ local ffi = require("ffi")
 -- nginx is linked with OpenSSL's libcrypto, so its one-shot SHA256() is at hand.
 pcall(ffi.cdef, "unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);")
 local sha256_out = ffi.new("unsigned char[32]")
-local TOKEN = "^cheeseshop_([%w][%w_%-]*)%.(%w+)$"
+-- A token's text: "cheeseshop_" (11 bytes), its name, ".", its secret.
+local TOKEN = "^cheeseshop_([%w][%w_%-]*)%.%w+$"
 
 local shared = ngx.shared.pypi_auth
 local limits = ngx.shared.pypi_auth_limits
@@ -118,17 +119,19 @@ local function parsed(path, parse, missing)
 end
 
 -- An htpasswd file: users = { name = hash }.
-local function users_of(path)
-  return parsed(path, function(content)
-    local users = {}
-    for line in content:gmatch("[^\r\n]+") do
-      local name, hash = line:match("^([^:#][^:]*):(.+)$")
-      if name then
-        users[name] = hash
-      end
+local function parse_users(content)
+  local users = {}
+  for line in content:gmatch("[^\r\n]+") do
+    local name, hash = line:match("^([^:#][^:]*):(.+)$")
+    if name then
+      users[name] = hash
     end
-    return { users = users }
-  end)
+  end
+  return { users = users }
+end
+
+local function users_of(path)
+  return parsed(path, parse_users)
 end
 
 -- The tokens of an index: name -> { digest = the SHA-256 (32 bytes), expires = epoch seconds }.
@@ -137,18 +140,20 @@ end
 -- the file is unchanged: OpenSSL 3's one-shot SHA256() fetches its algorithm on every call,
 -- which cost a tenth of the hot page's rate. Only right tokens are added, so its size is
 -- bounded by the file's.
-local function tokens_of(path)
-  return parsed(path, function(content)
-    local tokens = {}
-    for line in content:gmatch("[^\r\n]+") do
-      local name, hex, expires = line:match("^([^:]+):(%x+):(%d+)$")
-      if name and #hex == 64 then
-        tokens[name] = { digest = hex:gsub("%x%x", function(pair) return string.char(tonumber(pair, 16)) end),
-                         expires = tonumber(expires) }
-      end
+local function parse_tokens(content)
+  local tokens = {}
+  for line in content:gmatch("[^\r\n]+") do
+    local name, hex, expires = line:match("^([^:]+):(%x+):(%d+)$")
+    if name and #hex == 64 then
+      tokens[name] = { digest = hex:gsub("%x%x", function(pair) return string.char(tonumber(pair, 16)) end),
+                       expires = tonumber(expires) }
     end
-    return { tokens = tokens, verified = {} }
-  end, "")
+  end
+  return { tokens = tokens, verified = {} }
+end
+
+local function tokens_of(path)
+  return parsed(path, parse_tokens, "")
 end
 
 local function sha256(text)
@@ -299,7 +304,6 @@ end
 local function check_token(path, name, password)
   local file = tokens_of(path)
   local entry = file.tokens[name]
-  local counted = "\1token\1" .. name
   local seen = ngx.sha1_bin(salt .. password)
   if entry and (file.verified[seen] or sha256(password) == entry.digest) then
     if ngx.time() < entry.expires then
@@ -308,7 +312,7 @@ local function check_token(path, name, password)
     end
     ngx.log(ngx.INFO, "cheeseshop auth: token ", name, " expired at ", ngx.http_time(entry.expires))
   end
-  local mine, account = count(counted, 1)
+  local mine, account = count("\1token\1" .. name, 1)
   if not mine or mine > M.FAIL_LIMIT or account > M.ACCOUNT_FAIL_LIMIT then
     return barred()
   end
@@ -322,9 +326,10 @@ function M.check(path, tokens_path)
     return challenge()
   end
   local name, password = credential(header)
-  if name and tokens_path then
-    local token_name, secret = password:match(TOKEN)
-    if token_name and #token_name <= 64 and #secret >= 32 and #secret <= 128 then
+  if name and tokens_path and password:find("cheeseshop_", 1, true) == 1 then
+    local token_name = password:match(TOKEN)
+    local secret_length = token_name and #password - #token_name - 12
+    if token_name and #token_name <= 64 and secret_length >= 32 and secret_length <= 128 then
       return check_token(tokens_path, token_name, password)
     end
   end
