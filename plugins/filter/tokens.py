@@ -134,12 +134,18 @@ def tokens_to_make(tokens, on_host, on_controller):
                   and t["name"] not in _hashes(on_host.get(t["index"])) and t["name"] not in on_controller)
 
 
-def token_files(tokens, layout, on_host, on_controller):
+# What a --check run shows for a token whose text the real run would make; never a hash, so
+# that neither nginx nor pypiserver would read the line if it were ever written.
+PREVIEW = "made-by-the-run-without-check"
+
+
+def token_files(tokens, layout, on_host, on_controller, preview=False):
     """The content of every index's two tokens files: {path: content}.
 
     A token's hash comes from its vault entry, else from the controller's file of it, else from
     the host's current file (a token made earlier, whose file was handed out and removed).
-    on_host and on_controller: as for tokens_to_make.
+    on_host and on_controller: as for tokens_to_make. preview (a --check run, which makes no
+    token): a token with no text anywhere yet gets PREVIEW for its hash.
     """
     lines = {}
     for index in layout:
@@ -156,6 +162,8 @@ def token_files(tokens, layout, on_host, on_controller):
             digest = hashlib.sha256(on_controller[name].strip().encode()).hexdigest()
         elif name in _hashes(on_host.get(index["name"])):
             digest = _hashes(on_host[index["name"]])[name]
+        elif preview:
+            digest = PREVIEW
         else:
             raise AnsibleFilterError(f"token {name!r} has no secret: none in the vault, on the host or the controller")
         try:

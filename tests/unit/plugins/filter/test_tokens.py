@@ -57,6 +57,9 @@ def test_a_made_token_keeps_the_hosts_hash_when_its_controller_file_is_gone():
     assert tokens_to_make(tokens, {}, {"ci-read": "cheeseshop_ci-read." + "d" * 40}) == []
     with pytest.raises(AnsibleFilterError, match="has no secret"):
         token_files(tokens, LAYOUT, {}, {})
+    # A --check run makes no token: its preview shows a line that no reader takes for a hash.
+    assert token_files(tokens, LAYOUT, {}, {}, preview=True)["/etc/pypi-users/team-read.tokens"] == \
+        "ci-read:made-by-the-run-without-check:1801440000\n"
 
 
 def test_a_good_list_has_no_problem():
