@@ -1,6 +1,7 @@
 """The page generator (roles/pages/files/cheeseshop-pages), on real files in a temporary
 directory: the pages it writes, what it leaves out, and the service with real inotify and its
 unix socket."""
+import gzip
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -221,3 +222,67 @@ def test_project_status_marks_the_pages_and_quarantine_lists_no_file(tmp_path):
     # Its entry removed (a new configuration, then the rebuild the pages role runs): listed again.
     pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}).rebuild()
     assert [f["filename"] for f in json.loads((pg / "simple/bad-lib/index.json").read_text())["files"]] == [bad]
+
+
+def test_the_audit_log_has_one_line_per_stored_removed_or_refused_file(tmp_path):
+    """The service writes the line before it answers ok, with the sha256 and size of its own
+    read; fields the upload path may not set are dropped; no log, no ok."""
+    pk, pg = tmp_path / "packages", tmp_path / "pages"; pk.mkdir()
+    idx = pages.Index({"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)})
+    idx.rebuild()
+    log = tmp_path / "audit.log"
+    audit = pages.Audit(str(log))
+    fn, _ = wheel(pk, "audited", "1.0")
+    said = json.dumps({"identity": "token:ci", "address": "192.0.2.7", "action": "upload", "result": "stored",
+                       "sha256": "forged", "extra": "x" * 10})
+    assert pages.answer({"main": idx}, f"file main {fn} {said}", audit) == "ok\n"
+    stored = json.loads(log.read_text().splitlines()[-1])
+    assert stored["sha256"] == hashlib.sha256((pk / fn).read_bytes()).hexdigest()
+    assert stored["size"] == (pk / fn).stat().st_size and "extra" not in stored
+    assert (stored["index"], stored["identity"], stored["address"], stored["file"]) == ("main", "token:ci", "192.0.2.7", fn)
+
+    refused = json.dumps({"identity": "bob", "action": "upload", "file": "audited-2.0.tar.gz", "result": "403 owners"})
+    assert pages.answer({"main": idx}, f"audit main {refused}", audit) == "ok\n"
+    removal = json.dumps({"identity": "alice", "action": "remove", "result": "removed"})
+    assert pages.answer({"main": idx}, f"removed main {fn} {removal}", audit) == "error the file is still there\n"
+    os.unlink(pk / fn)
+    idx.refresh_file(fn)  # inotify told of it first: the line still has the hash of what went
+    assert pages.answer({"main": idx}, f"removed main {fn} {removal}", audit) == "ok\n"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(line["action"], line.get("file"), line["identity"]) for line in lines] == [
+        ("upload", fn, "token:ci"), ("upload", "audited-2.0.tar.gz", "bob"), ("remove", fn, "alice")]
+    assert lines[2]["sha256"] == stored["sha256"]
+    assert pages.answer({"main": idx}, "audit main {not json", audit) == "error unreadable audit fields\n"
+
+    # logrotate moved the file: the next line starts the new one.
+    log.rename(tmp_path / "audit.log.1")
+    assert pages.answer({"main": idx}, f"audit main {refused}", audit) == "ok\n"
+    assert len(log.read_text().splitlines()) == 1
+    # A log that cannot be written: no ok.
+    log.unlink(); log.mkdir()
+    assert pages.answer({"main": idx}, f"audit main {refused}", pages.Audit(str(log))).startswith(
+        "error the audit log cannot be written")
+
+
+def test_query_reads_every_rotated_file_oldest_first_and_follows_no_link(tmp_path, capsys):
+    log = tmp_path / "audit.log"
+    line = lambda t, who, fn: json.dumps({"time": t, "identity": who, "file": fn}) + "\n"  # noqa: E731
+    with gzip.open(tmp_path / "audit.log.2.gz", "wt") as handle:
+        handle.write(line("2026-01-01T00:00:00Z", "alice", "a-1.0.tar.gz"))
+    (tmp_path / "audit.log.1").write_text(line("2026-02-01T00:00:00Z", "token:ci", "a-2.0.tar.gz") + "not json\n")
+    log.write_text(line("2026-03-01T00:00:00Z", "alice", "b-1.0.tar.gz"))
+    nginx = tmp_path / "nginx-audit.log"
+    nginx.write_text(line("2026-02-15T00:00:00Z", "token:ci", ""))
+    secret = tmp_path / "secret"
+    secret.write_text(line("2026-01-02T00:00:00Z", "alice", "secret-1.0.tar.gz"))
+    (tmp_path / "audit.log.3").symlink_to(secret)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"audit_log": str(log), "audit_other_logs": [str(nginx)]}))
+
+    assert pages.query(str(config), ["identity=alice"]) == 0
+    assert [json.loads(x)["file"] for x in capsys.readouterr().out.splitlines()] == ["a-1.0.tar.gz", "b-1.0.tar.gz"]
+    assert pages.query(str(config), ["identity=token:ci", "file=a-*"]) == 0
+    assert [json.loads(x)["time"] for x in capsys.readouterr().out.splitlines()] == ["2026-02-01T00:00:00Z"]
+    assert pages.query(str(config), ["identity=token:ci"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert pages.query(str(config), ["alice"]) == 2
