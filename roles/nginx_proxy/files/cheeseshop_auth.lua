@@ -55,6 +55,7 @@ local M = {
   CHECKS_PER_ADDRESS = 4,
   REALM = "private Python package index",
   THREAD_POOL = "cheeseshop_crypt",
+  AUDIT_PER_SECOND = 10,
 }
 
 -- Checked when the name is unknown, so that a wrong name costs what a wrong password costs and
@@ -67,8 +68,8 @@ local ffi = require("ffi")
 -- nginx is linked with OpenSSL's libcrypto, so its one-shot SHA256() is at hand.
 pcall(ffi.cdef, "unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);")
 local sha256_out = ffi.new("unsigned char[32]")
--- A token's text: "cheeseshop_" (11 bytes), its name, ".", its secret.
-local TOKEN = "^cheeseshop_([%w][%w_%-]*)%.%w+$"
+-- A token's text: "cheeseshop_", its name, ".", its secret.
+local TOKEN = "^cheeseshop_([%w][%w_%-]*)%.(%w+)$"
 
 local shared = ngx.shared.pypi_auth
 local limits = ngx.shared.pypi_auth_limits
@@ -92,15 +93,16 @@ end
 
 -- A file's parsed content, per worker: read again at most once a second, parsed again only when
 -- its content changed (then a new table: what was remembered in the old one goes with it).
--- nil when the file cannot be read, unless missing is the content to assume.
+-- nil when the file cannot be read, unless missing is the content to assume when it does not
+-- exist (a file that exists but cannot be read is always nil: a mistake to report, not a state).
 local function parsed(path, parse, missing)
   local now = ngx.now()
   local known = files[path]
   if known and now - known.read_at < M.REFRESH then
     return known
   end
-  local handle = io.open(path, "r")
-  if not handle and not missing then
+  local handle, _, code = io.open(path, "r")
+  if not handle and not (missing and code == 2) then   -- 2: ENOENT
     return nil
   end
   local content = handle and handle:read("*a") or missing
@@ -299,38 +301,74 @@ local function verify(password, hash, known)
   return hash ~= nil and result
 end
 
+-- The audit log's line of a refused token (docs/audit.md): nginx.conf writes it, to its file
+-- and the journal, when $cheeseshop_audit is set. At most AUDIT_PER_SECOND lines a second per
+-- worker, so that a flood of made-up tokens cannot fill the disk; the next line written says
+-- how many were left out.
+local audit_second, audit_lines, audit_left_out = 0, 0, 0
+local function audit_refusal(index, name, result)
+  local now = ngx.time()
+  if now ~= audit_second then
+    audit_second, audit_lines = now, 0
+  end
+  audit_lines = audit_lines + 1
+  if audit_lines > M.AUDIT_PER_SECOND then
+    audit_left_out = audit_left_out + 1
+    return
+  end
+  if audit_left_out > 0 then
+    result = result .. "; " .. audit_left_out .. " refusals before this one left out of the log"
+    audit_left_out = 0
+  end
+  local vars = ngx.var
+  vars.cheeseshop_audit = "1"
+  vars.cheeseshop_audit_time = (ngx.utctime():gsub(" ", "T")) .. "Z"
+  vars.cheeseshop_audit_index = index or ""
+  vars.cheeseshop_audit_identity = "token:" .. name
+  vars.cheeseshop_audit_result = result
+end
+
 -- A token: right and not expired passes; anything else is a failure counted under its name
 -- (in a space of its own, so that it never adds to a user's count).
-local function check_token(path, name, password)
+local function check_token(path, name, password, index)
   local file = tokens_of(path)
+  if not file then
+    ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", path)
+    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+  end
   local entry = file.tokens[name]
   local seen = ngx.sha1_bin(salt .. password)
+  local why = "refused: no such token"
   if entry and (file.verified[seen] or sha256(password) == entry.digest) then
     if ngx.time() < entry.expires then
       file.verified[seen] = true
       return
     end
-    ngx.log(ngx.INFO, "cheeseshop auth: token ", name, " expired at ", ngx.http_time(entry.expires))
+    why = "refused: expired at " .. ngx.http_time(entry.expires)
+  elseif entry then
+    why = "refused: wrong secret"
   end
   local mine, account = count("\1token\1" .. name, 1)
   if not mine or mine > M.FAIL_LIMIT or account > M.ACCOUNT_FAIL_LIMIT then
+    audit_refusal(index, name, why .. "; 429, too many failures")
     return barred()
   end
+  audit_refusal(index, name, why .. "; 401")
   return challenge()
 end
 
--- The access check for one request against one htpasswd file and, given, a tokens file.
-function M.check(path, tokens_path)
+-- The access check for one request against one htpasswd file and, given, a tokens file
+-- (index: its name, for the audit log).
+function M.check(path, tokens_path, index)
   local header = ngx.var.http_authorization
   if not header then
     return challenge()
   end
   local name, password = credential(header)
   if name and tokens_path and password:find("cheeseshop_", 1, true) == 1 then
-    local token_name = password:match(TOKEN)
-    local secret_length = token_name and #password - #token_name - 12
-    if token_name and #token_name <= 64 and secret_length >= 32 and secret_length <= 128 then
-      return check_token(tokens_path, token_name, password)
+    local token_name, secret = password:match(TOKEN)
+    if token_name and #token_name <= 64 and #secret >= 32 and #secret <= 128 then
+      return check_token(tokens_path, token_name, password, index)
     end
   end
   local file = users_of(path)
