@@ -22,8 +22,9 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-TOKEN = re.compile(r"^cheeseshop_([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.([A-Za-z0-9]{32,128})$")
+# \Z, not $: "$" also matches before a final newline, which would then be part of a name.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+TOKEN = re.compile(r"^cheeseshop_([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.([A-Za-z0-9]{32,128})\Z")
 SCOPES = ("read", "upload")
 STATES = ("present", "absent")
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -68,7 +69,7 @@ def token_summary(tokens):
             "note": token.get("note", ""),
             "state": token.get("state", "present"),
             "from_vault": bool(token.get("token")),
-            "token_name": (TOKEN.match(str(token["token"])) or [None, None])[1] if token.get("token") else None,
+            "token_name": (TOKEN.match(str(token["token"]).strip()) or [None, None])[1] if token.get("token") else None,
         })
     return out
 
@@ -157,7 +158,8 @@ def token_files(tokens, layout, on_host, on_controller, preview=False):
             continue
         name, index = str(token["name"]), by_index[token["index"]]
         if token.get("token"):
-            digest = hashlib.sha256(str(token["token"]).encode()).hexdigest()
+            # As a client sends it: a vault value written as a block (token: |) ends with a newline.
+            digest = hashlib.sha256(str(token["token"]).strip().encode()).hexdigest()
         elif name in on_controller:
             digest = hashlib.sha256(on_controller[name].strip().encode()).hexdigest()
         elif name in _hashes(on_host.get(index["name"])):

@@ -62,6 +62,13 @@ def test_a_made_token_keeps_the_hosts_hash_when_its_controller_file_is_gone():
         "ci-read:made-by-the-run-without-check:1801440000\n"
 
 
+def test_a_vault_token_written_as_a_block_is_hashed_as_a_client_sends_it():
+    """token: | in YAML ends the text with a newline; no client sends it."""
+    entry = {"name": "ci-team", "index": "team", "expires": "2027-01-31", "token": VAULTED + "\n"}
+    assert token_problems([entry], LAYOUT, []) == []
+    assert token_files([entry], LAYOUT, {}, {})["/etc/pypi-users/team-read.tokens"] == f"ci-team:{sha(VAULTED)}:1801353600\n"
+
+
 def test_a_good_list_has_no_problem():
     assert token_problems([{"name": "ci-team", "index": "team", "scope": "upload", "expires": "2027-01-31",
                             "token": VAULTED}, {"name": "old", "state": "absent"}], LAYOUT, []) == []
@@ -70,6 +77,8 @@ def test_a_good_list_has_no_problem():
 @pytest.mark.parametrize("token,message", [
     ({"name": "ci team"}, "a token name is 1-64 letters"),
     ({"name": "x" * 65}, "a token name is 1-64 letters"),
+    # "$" would take a final newline, which would then split a line of the tokens file.
+    ({"name": "ci-team\n"}, "a token name is 1-64 letters"),
     ({"index": "nowhere"}, "is for index 'nowhere', which is not in pypi_indexes (public, team)"),
     ({"scope": "write"}, "has scope 'write': use read or upload"),
     ({"expires": None}, "has no expires"),
