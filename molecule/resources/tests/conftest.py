@@ -64,19 +64,57 @@ def test_vars(host):
     return host.ansible.get_variables()
 
 
+def vault_view(path):
+    """A vault file's variables, decrypted with the test-only password."""
+    out = subprocess.run(["ansible-vault", "view", "--vault-password-file", VAULT_PASSWORD_FILE, path],
+                         capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(out)
+
+
 @pytest.fixture(scope="session")
 def vault_users():
-    """The scenario's users as the vault holds them (decrypted with the test-only password)."""
-    out = subprocess.run(
-        ["ansible-vault", "view", "--vault-password-file", VAULT_PASSWORD_FILE, VAULT_FILE],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return yaml.safe_load(out)["pypi_users"]
+    """The scenario's users as the vault holds them."""
+    return vault_view(VAULT_FILE)["pypi_users"]
 
 
 @pytest.fixture(scope="session")
 def credentials(vault_users):
     return {u["name"]: u["password"] for u in vault_users if u.get("state", "present") == "present"}
+
+
+# The indexes scenario's tokens (test_tokens.py, test_audit.py).
+TOKENS_VAULT = os.path.join(PROJECT, "molecule", "indexes", "inventory", "host_vars", "cheeseshop-indexes-server",
+                            "tokens.vault.yml")
+
+
+@pytest.fixture(scope="module")
+def vault_tokens():
+    # As a run's extra variables carry them: a date is written as text.
+    return [{**t, "expires": str(t["expires"])} for t in vault_view(TOKENS_VAULT)["pypi_tokens"]]
+
+
+@pytest.fixture(scope="module")
+def token(vault_tokens):
+    """name -> token text: from the vault, or from the controller's file the converge made."""
+    made = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "tokens")
+    texts = {t["name"]: t["token"] for t in vault_tokens if t.get("token")}
+    for t in vault_tokens:
+        if not t.get("token"):
+            with open(os.path.join(made, f"{t['name']}.token")) as handle:
+                texts[t["name"]] = handle.read().strip()
+    return texts
+
+
+@pytest.fixture(scope="module")
+def user(credentials):
+    """name -> (name, password) of a user of the vault."""
+    return lambda name: (name, credentials[name])
+
+
+@pytest.fixture(scope="module")
+def server_host(host, server):
+    """The index's server, for the wire tests that look at it from the client's side."""
+    return host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from conftest import (HOST_CURL, PROJECT, VAULT_PASSWORD_FILE, client_wheel, listed_files, project_playbook,
-                      run_playbook, sha256_by_name, version)
+from conftest import (HOST_CURL, PROJECT, client_wheel, listed_files, project_playbook,
+                      run_playbook, sha256_by_name, vault_view, version)
 
 testinfra_hosts = ["ansible://pypi_servers"]
 
@@ -32,9 +31,7 @@ BACKUP_VAULT = os.path.join(PROJECT, "molecule", "indexes", "inventory", "host_v
 @pytest.fixture(scope="module")
 def password():
     """The repository's TEST-ONLY password, as the vault holds it."""
-    out = subprocess.run(["ansible-vault", "view", "--vault-password-file", VAULT_PASSWORD_FILE, BACKUP_VAULT],
-                         capture_output=True, text=True, check=True).stdout
-    return yaml.safe_load(out)["backup_password"]
+    return vault_view(BACKUP_VAULT)["backup_password"]
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,6 @@ UPLOADER = {"public": "release-bot", "customer-a": "customer-a-dev", "customer-b
 
 
 @pytest.fixture(scope="module")
-def user(credentials):
-    return lambda name: (name, credentials[name])
-
-
-@pytest.fixture(scope="module")
 def published(host, test_vars, server, ca, user):
     """One fresh package in each index, uploaded by its uploader with twine over HTTPS."""
     projects = {}
@@ -339,3 +334,9 @@ def project_status_checks(host, server_host, test_vars, server, ca, curl, user, 
         run = https_upload(host, test_vars, server, ca, client_wheel(host, project, version()), user("release-bot"),
                            PATHS["public"])
         assert run.rc != 0 and twine_status(run) == 403, run.stdout + run.stderr
+
+    # A private index's quarantined name (customer-a's, host_vars) is not told to a stranger: the
+    # 401 any file gets, and the 404 only after the access check.
+    hidden = f"https://{server}{PATHS['customer-a']}packages/cheeseshop_hidden_quarantine-1.0.tar.gz"
+    assert status(host, curl, hidden) == 401
+    assert status(host, curl, hidden, user("customer-a-dev")) == 404

@@ -10,52 +10,18 @@ import re
 import secrets
 import shlex
 import stat
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import yaml
 
-from conftest import (PROJECT, VAULT_PASSWORD_FILE, client_wheel, https_upload, project_playbook, run_playbook,
+from conftest import (client_wheel, https_upload, project_playbook, run_playbook,
                       status, twine_status, version)
 
 testinfra_hosts = ["ansible://clients"]
 
-TOKENS_VAULT = os.path.join(PROJECT, "molecule", "indexes", "inventory", "host_vars", "cheeseshop-indexes-server",
-                            "tokens.vault.yml")
 PATHS = {"public": "/public/", "customer-a": "/private/customer-a/", "customer-b": "/private/customer-b/"}
 USERS_DIR = "/etc/pypi-users"
-
-
-@pytest.fixture(scope="module")
-def vault_tokens():
-    out = subprocess.run(["ansible-vault", "view", "--vault-password-file", VAULT_PASSWORD_FILE, TOKENS_VAULT],
-                         capture_output=True, text=True, check=True).stdout
-    # As a run's extra variables carry them: a date is written as text.
-    return [{**t, "expires": str(t["expires"])} for t in yaml.safe_load(out)["pypi_tokens"]]
-
-
-@pytest.fixture(scope="module")
-def token(vault_tokens):
-    """name -> token text: from the vault, or from the controller's file the converge made."""
-    made = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "tokens")
-    texts = {t["name"]: t["token"] for t in vault_tokens if t.get("token")}
-    for t in vault_tokens:
-        if not t.get("token"):
-            with open(os.path.join(made, f"{t['name']}.token")) as handle:
-                texts[t["name"]] = handle.read().strip()
-    return texts
-
-
-@pytest.fixture(scope="module")
-def user(credentials):
-    return lambda name: (name, credentials[name])
-
-
-@pytest.fixture(scope="module")
-def server_host(host, server):
-    return host.get_host(f"ansible://{server}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def page(server, index):
@@ -239,3 +205,17 @@ def test_project_owners_keep_other_uploaders_of_the_index_out(host, test_vars, s
     other = upload(host, test_vars, server, ca, "customer-a", "__token__", token["ci-a-upload"],
                    project="cheeseshop-unowned")
     assert other.rc == 0, other.stdout + other.stderr
+
+
+def test_a_missing_owners_file_takes_no_upload(host, server_host, test_vars, server, ca, token):
+    """Fail closed: who may upload what is unknown, so nobody does (503), until it is back."""
+    owners = f"{USERS_DIR}/customer-a-owners.json"
+    server_host.check_output(f"mv {owners} {owners}.away")
+    try:
+        run = upload(host, test_vars, server, ca, "customer-a", "__token__", token["ci-a-upload"],
+                     project="cheeseshop-unowned")
+        assert run.rc != 0 and twine_status(run) == 503, run.stdout + run.stderr
+    finally:
+        server_host.check_output(f"mv {owners}.away {owners}")
+    run = upload(host, test_vars, server, ca, "customer-a", "__token__", token["ci-a-upload"], project="cheeseshop-unowned")
+    assert run.rc == 0, run.stdout + run.stderr

@@ -6,8 +6,10 @@ from ansible_collections.cheeseshop.pypi.plugins.filter.audit import rights_chan
 from ansible_collections.cheeseshop.pypi.plugins.filter.indexes import index_layout
 
 LAYOUT = index_layout([{"name": "public", "read": "anonymous"}, {"name": "team"}])
-PUBLIC, TEAM = LAYOUT
-HASH_A, HASH_B = "a" * 64, "b" * 64
+PUBLIC = LAYOUT[0]
+TEAM = LAYOUT[1]
+HASH_A = "a" * 64
+HASH_B = "b" * 64
 
 
 def test_nothing_changed_is_no_line():
