@@ -74,6 +74,10 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             # index's pypiserver reads it at every upload and removal).
             "owners": index.get("owners") or [],
             "owners_file": posixpath.join(str(users_dir), name + "-owners.json"),
+            # The key that signs the index's minted tokens (trusted publishing): nginx's copy and
+            # pypiserver's.
+            "minted_key_file": posixpath.join(str(users_dir), name + "-minted.key"),
+            "minted_upload_key_file": posixpath.join(str(users_dir), name + "-minted-upload.key"),
             "health_endpoint": str(health_endpoint),
             "health_path": path + str(health_endpoint).lstrip("/"),
             "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), name),
@@ -121,8 +125,9 @@ def _owners_problems(index, present, tokens):
     if present is None:
         return []
     known = set(present) | set(tokens or [])
-    return [f"{label} naming {name!r} as an uploader, which is neither a present user in pypi_users nor a token "
-            f"of pypi_tokens." for rule in owners for name in rule["uploaders"] if name not in known]
+    return [f"{label} naming {name!r} as an uploader, which is neither a present user in pypi_users, a token "
+            f"of pypi_tokens nor a publisher of pypi_trusted_publishers." for rule in owners for name in rule["uploaders"]
+            if name not in known]
 
 
 def index_problems(layout, users=None, tokens=None):

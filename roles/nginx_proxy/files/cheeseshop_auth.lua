@@ -67,7 +67,14 @@ local MAX_NAME = 256
 local ffi = require("ffi")
 -- nginx is linked with OpenSSL's libcrypto, so its one-shot SHA256() is at hand.
 pcall(ffi.cdef, "unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);")
+pcall(ffi.cdef, [[
+typedef struct evp_md_st EVP_MD;
+const EVP_MD *EVP_sha256(void);
+unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len, const unsigned char *d, size_t n,
+                    unsigned char *md, unsigned int *md_len);
+]])
 local sha256_out = ffi.new("unsigned char[32]")
+local hmac_length = ffi.new("unsigned int[1]")
 -- A token's text: "cheeseshop_", its name, ".", its secret.
 local TOKEN = "^cheeseshop_([%w][%w_%-]*)%.(%w+)$"
 
@@ -156,6 +163,17 @@ end
 
 local function tokens_of(path)
   return parsed(path, parse_tokens, "")
+end
+
+-- An index's minting key (trusted publishing): its tokens are "oidc-<publisher>-<expires>-<nonce>"
+-- with the HMAC-SHA256 of that name as their secret, in hex. A missing file: no minted token.
+local function parse_key(content)
+  return { key = content:match("^%s*(%x+)%s*$") or "", verified = {} }
+end
+
+local function hmac_hex(key, text)
+  ffi.C.HMAC(ffi.C.EVP_sha256(), key, #key, text, #text, sha256_out, hmac_length)
+  return (ffi.string(sha256_out, 32):gsub(".", function(byte) return string.format("%02x", byte:byte()) end))
 end
 
 local function sha256(text)
@@ -330,16 +348,23 @@ end
 
 -- A token: right and not expired passes; anything else is a failure counted under its name
 -- (in a space of its own, so that it never adds to a user's count).
-local function check_token(path, name, password, index)
-  local file = tokens_of(path)
+local function check_token(path, name, password, index, key_path)
+  local minted_expires = name:match("^oidc%-[%w][%w_%-]*%-(%d%d%d%d%d%d%d%d%d%d)%-%x%x%x%x%x%x%x%x$")
+  local file = minted_expires and parsed(key_path or "", parse_key, "") or tokens_of(path)
   if not file then
-    ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", path)
+    ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", minted_expires and key_path or path)
     return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
   end
-  local entry = file.tokens[name]
+  local entry = file.tokens and file.tokens[name]
+  if minted_expires and #file.key > 0 then
+    -- Minted: the name's own expiry, and the HMAC of the name as the only right secret.
+    entry = { expires = tonumber(minted_expires), digest = hmac_hex(file.key, name) }
+  end
   local seen = ngx.sha1_bin(salt .. password)
   local why = "refused: no such token"
-  if entry and (file.verified[seen] or sha256(password) == entry.digest) then
+  local secret = minted_expires and password:sub(#name + 13)
+  if entry and (file.verified[seen] or (minted_expires and secret == entry.digest)
+                or (not minted_expires and sha256(password) == entry.digest)) then
     if ngx.time() < entry.expires then
       file.verified[seen] = true
       return
@@ -358,8 +383,8 @@ local function check_token(path, name, password, index)
 end
 
 -- The access check for one request against one htpasswd file and, given, a tokens file
--- (index: its name, for the audit log).
-function M.check(path, tokens_path, index)
+-- (index: its name, for the audit log; minted_key_path: its minting key, trusted publishing).
+function M.check(path, tokens_path, index, minted_key_path)
   local header = ngx.var.http_authorization
   if not header then
     return challenge()
@@ -368,7 +393,7 @@ function M.check(path, tokens_path, index)
   if name and tokens_path and password:find("cheeseshop_", 1, true) == 1 then
     local token_name, secret = password:match(TOKEN)
     if token_name and #token_name <= 64 and #secret >= 32 and #secret <= 128 then
-      return check_token(tokens_path, token_name, password, index)
+      return check_token(tokens_path, token_name, password, index, minted_key_path)
     end
   end
   local file = users_of(path)

@@ -26,6 +26,8 @@ def test_main_alone_keeps_the_single_index_layout():
         "read_tokens_file": "/etc/pypi-users/main-read.tokens",
         "upload_tokens_file": "/etc/pypi-users/main-upload.tokens",
         "owners": [], "owners_file": "/etc/pypi-users/main-owners.json",
+        "minted_key_file": "/etc/pypi-users/main-minted.key",
+        "minted_upload_key_file": "/etc/pypi-users/main-minted-upload.key",
         "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
         "yanked": [], "project_status": [],
     }]
