@@ -45,7 +45,7 @@ def downloaded(client, curl, files, user):
 
 
 def make_host(backing, server):
-    """A container like the scenario's server (resources/create.yml): same image, network and
+    """A container like the scenario's server (resources/create.yml): same distribution, network and
     systemd options, and a fresh sparse loop device (on backing) as its data volume, at the
     server's path. Returns its address on the network."""
     subprocess.run(["truncate", "-s", "512M", backing], check=True)
@@ -60,7 +60,9 @@ def make_host(backing, server):
            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
            "--cgroupns", "host", "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
            "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3", "--device", f"{loop}:{path}:rwm",
-           "--label", "owner=molecule", info["Config"]["Image"], "/lib/systemd/systemd")
+           # The bare image the server's -tools image was built from: a new host has none of the
+           # test tooling, and site.yml installs all it needs.
+           "--label", "owner=molecule", info["Config"]["Image"].replace("-tools:", ":"), "/lib/systemd/systemd")
     return json.loads(docker("inspect", NEW))[0]["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
