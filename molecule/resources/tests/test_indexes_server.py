@@ -74,7 +74,10 @@ def test_an_index_is_added_then_removed_and_its_packages_are_kept(host, test_var
     assert https_status(host, "/private/customer-c/simple/", bob) == 404
     assert https_status(host, "/private/customer-b/simple/", bob) == 200
 
-    rc, output, _ = run_playbook(name, project_playbook("site.yml"))
+    # A removal done once: the roles that hold an index's state (its unit, pages, rights and
+    # nginx's locations) find nothing left to do. (The others, unchanged by an index, are left out:
+    # a full converge costs this scenario a minute and a half.)
+    rc, output, _ = run_playbook(name, project_playbook("site.yml"), tags="pypiserver,pages,users,nginx_proxy")
     assert rc == 0 and "changed=0" in output, output[-3000:]
 
 
