@@ -86,6 +86,8 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             # PEP 792: archived, deprecated or quarantined projects (the pages mark them; uploads
             # to archived and quarantined ones are refused, and quarantined files are not served).
             "project_status": index.get("project_status") or [],
+            # Old pre-release and development builds that go (cheeseshop.pypi.retention); {}: none.
+            "retention": index.get("retention") or {},
         })
     return layout
 
@@ -128,6 +130,27 @@ def _owners_problems(index, present, tokens):
     return [f"{label} naming {name!r} as an uploader, which is neither a present user in pypi_users, a token "
             f"of pypi_tokens nor a publisher of pypi_trusted_publishers." for rule in owners for name in rule["uploaders"]
             if name not in known]
+
+
+def _retention_problems(index):
+    policy = index["retention"]
+    if policy == {}:
+        return []
+    label = f"index {index['name']!r} has retention {policy!r}"
+    if not isinstance(policy, dict) or set(policy) - {"keep_prereleases", "min_age_days", "keep"}:
+        return [f"{label}: give keep_prereleases (how many of the newest pre-release and development versions of "
+                "each project stay), and optionally min_age_days and keep (a list of project==version)."]
+    problems = []
+    keep_n = policy.get("keep_prereleases")
+    if isinstance(keep_n, bool) or not isinstance(keep_n, int) or keep_n < 0:
+        problems.append(f"{label}: keep_prereleases must be a whole number, 0 or more.")
+    age = policy.get("min_age_days", 0)
+    if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
+        problems.append(f"{label}: min_age_days must be a number of days, 0 or more.")
+    keep = policy.get("keep", [])
+    if not isinstance(keep, list) or not all(isinstance(entry, str) and "==" in entry for entry in keep):
+        problems.append(f"{label}: keep must list project==version pins.")
+    return problems
 
 
 def index_problems(layout, users=None, tokens=None):
@@ -188,6 +211,7 @@ def index_problems(layout, users=None, tokens=None):
                 f"index {index['name']!r} has project_status {statuses!r}: list entries of project (a project "
                 f"name), status ({', '.join(PROJECT_STATUSES)}) and an optional reason."
             )
+        problems.extend(_retention_problems(index))
         if users is not None:
             problems.extend(_rights_problems(index, _present(users)))
         problems.extend(_owners_problems(index, None if users is None else _present(users), _present(tokens)))

@@ -29,7 +29,7 @@ def test_main_alone_keeps_the_single_index_layout():
         "minted_key_file": "/etc/pypi-users/main-minted.key",
         "minted_upload_key_file": "/etc/pypi-users/main-minted-upload.key",
         "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
-        "yanked": [], "project_status": [],
+        "yanked": [], "project_status": [], "retention": {},
     }]
 
 
@@ -176,3 +176,16 @@ def test_project_status_entries_are_checked(statuses, fine):
     problems = index_problems(layout([{"name": "a", "project_status": statuses}]))
     assert (problems == []) == fine, problems
     assert fine or "has project_status" in problems[0]
+
+
+@pytest.mark.parametrize("policy,message", [
+    ({"keep_prereleases": -1}, "keep_prereleases must be a whole number"),
+    ({"keep": 3}, "has retention"),
+    ({"keep_prereleases": 5, "min_age_days": "soon"}, "min_age_days must be a number"),
+    ({"keep_prereleases": 5, "keep": ["widgets"]}, "keep must list project==version"),
+    ({"keep_prereleases": 5, "older_than": 3}, "give keep_prereleases"),
+])
+def test_a_retention_policy_is_checked(policy, message):
+    found = index_problems(layout([{"name": "main", "retention": policy}]))
+    assert any(message in problem for problem in found), found
+    assert index_problems(layout([{"name": "main", "retention": {"keep_prereleases": 3, "keep": ["a==1"]}}])) == []
