@@ -176,3 +176,7 @@ def test_the_audit_playbook_answers_who_uploaded_a_file_and_what_a_token_did(hos
     assert rc == 0 and "No audit line answers file=cheeseshop-never-uploaded-*" in output, output[-3000:]
     rc, output, _ = run_playbook(hostname, audit, {})
     assert rc != 0 and "Ask for something" in output, output[-3000:]
+    # On the host, the same question in one line (docs/audit.md), for root and group adm only.
+    (line,) = server_host.check_output(f"/usr/local/sbin/cheeseshop-audit file={filename}").splitlines()
+    assert (json.loads(line)["file"], json.loads(line)["identity"]) == (filename, "token:ci-a-upload")
+    assert server_host.run(f"runuser -u pypiserver -- /usr/local/sbin/cheeseshop-audit file={filename}").rc != 0
