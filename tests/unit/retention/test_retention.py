@@ -5,9 +5,7 @@ import importlib.util
 import json
 import os
 import pathlib
-import socket
 import sys
-import threading
 import time
 
 import pytest
@@ -65,20 +63,8 @@ def test_pins_young_builds_and_a_project_s_only_version_stay(index):
     assert [k for p, k in gone if p == "gadget"] == ["0.1.dev1"]
 
 
-def test_check_lists_and_a_real_run_removes_with_an_audit_line_each(index, tmp_path, capsys):
-    lines = []
-    path = str(tmp_path / "pages.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-
-    def pages():
-        while True:
-            client, _ = listener.accept()
-            with client:
-                lines.append(client.makefile("rb").readline().decode())
-                client.sendall(b"ok\n")
-    threading.Thread(target=pages, daemon=True).start()
+def test_check_lists_and_a_real_run_removes_with_an_audit_line_each(index, pages_socket, capsys):
+    path, lines = pages_socket
     args = ["--index", "main", "--pages-socket", path, "--policy", json.dumps({"keep_prereleases": 5})]
 
     assert retention.main(args + ["--check", str(index)]) == 0

@@ -41,22 +41,11 @@ def job_token(key=KEY, **changes):
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, pages_socket):
     """The service on a unix socket, as systemd and nginx run it; records the audit lines."""
     key = tmp_path / "main.key"
     key.write_text("ab" * 32 + "\n")
-    audit_socket, lines = tmp_path / "pages.sock", []
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(audit_socket))
-    listener.listen(8)
-
-    def pages():
-        while True:
-            client, _ = listener.accept()
-            with client:
-                lines.append(client.makefile("rb").readline().decode())
-                client.sendall(b"ok\n")
-    threading.Thread(target=pages, daemon=True).start()
+    audit_socket, lines = pages_socket
     config = {"socket": str(tmp_path / "oidc.sock"), "audience": AUDIENCE, "pages_socket": str(audit_socket),
               "publishers": [{"name": "widgets", "index": "main", "issuer": ISSUER, "minutes": 5,
                               "claims": {"repository": "acme/widgets",
@@ -68,7 +57,6 @@ def served(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield config, lines
     server.shutdown()
-    listener.close()
 
 
 def request(config, method, path, body=None):
