@@ -92,6 +92,12 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
     return layout
 
 
+def pep503_name(name):
+    """A project name as PEP 503 normalises it (Acme_Tools.x is acme-tools-x): how the pages,
+    the owners and the quarantine compare names. Shell patterns keep their * and ?."""
+    return re.sub(r"[-_.]+", "-", str(name)).lower()
+
+
 def _nested(outer, inner):
     return inner != outer and inner.startswith(outer.rstrip("/") + "/")
 
@@ -256,4 +262,4 @@ class FilterModule:
     """cheeseshop.pypi's index layout filters."""
 
     def filters(self):
-        return {"index_layout": index_layout, "index_problems": index_problems}
+        return {"index_layout": index_layout, "index_problems": index_problems, "pep503_name": pep503_name}

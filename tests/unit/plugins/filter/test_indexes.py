@@ -1,7 +1,7 @@
 """Unit tests of the index layout filters: the defaults every role relies on, and each problem."""
 import pytest
 
-from ansible_collections.cheeseshop.pypi.plugins.filter.indexes import index_layout, index_problems
+from ansible_collections.cheeseshop.pypi.plugins.filter.indexes import index_layout, index_problems, pep503_name
 
 PACKAGES = "/srv/pypi/packages"
 INDEXES = "/srv/pypi/indexes"
@@ -189,3 +189,11 @@ def test_a_retention_policy_is_checked(policy, message):
     found = index_problems(layout([{"name": "main", "retention": policy}]))
     assert any(message in problem for problem in found), found
     assert index_problems(layout([{"name": "main", "retention": {"keep_prereleases": 3, "keep": ["a==1"]}}])) == []
+
+
+@pytest.mark.parametrize("name,normalised", [
+    ("Acme_Tools", "acme-tools"), ("acme.-_tools", "acme-tools"), ("ACME", "acme"),
+    ("zope.interface", "zope-interface"), ("cheeseshop_owned-*", "cheeseshop-owned-*"), ("a__b..c", "a-b-c"),
+])
+def test_project_names_are_compared_as_pep_503_normalises_them(name, normalised):
+    assert pep503_name(name) == normalised
