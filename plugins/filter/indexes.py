@@ -23,6 +23,15 @@ NAME_OF_PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 PROJECT_STATUSES = ("active", "archived", "deprecated", "quarantined")
 
 DEFAULT_INDEXES = [{"name": "main"}]
+# A mirror index (cheeseshop.pypi.mirror): what its sync resolves, for which interpreters.
+MIRROR_DEFAULTS = {"requirements": [], "targets": [], "upstream": "https://pypi.org/simple/", "upstream_ca": "",
+                   "min_age_days": 0}
+PYTHON_VERSION = re.compile(r"^3\.[0-9]{1,2}$")
+TAG = re.compile(r"^[a-z0-9_]{1,64}$")
+# A requirement line pip takes as one requirement: never an option (-i, --index-url, -r, -e),
+# a URL or a path, which would fetch from elsewhere than the mirror's upstream.
+REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?\s*([<>=!~][^@;/\\\s]*(\s*,\s*[<>=!~][^@;/\\\s]*)*)?"
+                         r"(\s*;\s*[^@/\\]+)?$")
 RIGHTS = ("read", "upload")
 
 
@@ -46,8 +55,10 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
         index = index if isinstance(index, dict) else {}
         name = str(index.get("name", ""))
         main = name == "main"
+        mirror = index.get("mirror")
         read = index.get("read", "authenticated")
-        upload = index.get("upload", "authenticated")
+        # Nobody uploads to a mirror: its sync fills it.
+        upload = index.get("upload", [] if mirror else "authenticated")
         uploaders = present if upload == "authenticated" else (list(upload) if isinstance(upload, list) else [])
         readers = present if isinstance(read, str) else sorted(set(list(read) + uploaders)) \
             if isinstance(read, list) else []
@@ -88,6 +99,8 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             "project_status": index.get("project_status") or [],
             # Old pre-release and development builds that go (cheeseshop.pypi.retention); {}: none.
             "retention": index.get("retention") or {},
+            # A mirror of upstream projects (cheeseshop.pypi.mirror); {}: an index of its own uploads.
+            "mirror": dict(MIRROR_DEFAULTS, **mirror) if isinstance(mirror, dict) else (mirror or {}),
         })
     return layout
 
@@ -159,6 +172,45 @@ def _retention_problems(index):
     return problems
 
 
+def _mirror_problems(index):
+    mirror = index["mirror"]
+    if mirror == {}:
+        return []
+    label = f"index {index['name']!r} has mirror"
+    if not isinstance(mirror, dict) or set(mirror) - set(MIRROR_DEFAULTS):
+        return [f"{label} {mirror!r}: give requirements (what to mirror) and targets (for which Pythons and "
+                "platforms), and optionally upstream, upstream_ca and min_age_days."]
+    problems = []
+    requirements = mirror["requirements"]
+    if not isinstance(requirements, list) or not requirements or not all(
+            isinstance(line, str) and REQUIREMENT.fullmatch(line) for line in requirements):
+        problems.append(f"{label} requirements {requirements!r}: list one or more requirements such as "
+                        "'requests==2.32.*' or 'django>=5,<6' (no pip options, URLs or paths).")
+    targets = mirror["targets"]
+    if not isinstance(targets, list) or not targets or not all(
+            isinstance(target, dict) and set(target) <= {"python", "platforms", "implementation", "abi"}
+            and isinstance(target.get("python"), str) and PYTHON_VERSION.match(target["python"])
+            and isinstance(target.get("platforms", []), list)
+            and all(isinstance(tag, str) and TAG.match(tag) for tag in target.get("platforms", []))
+            and target.get("implementation", "cp") in ("cp", "pp", "py")
+            and (target.get("abi") is None or (isinstance(target["abi"], str) and TAG.match(target["abi"])))
+            for target in targets):
+        problems.append(f"{label} targets {targets!r}: list one or more of python ('3.11'), platforms "
+                        "(['manylinux_2_28_x86_64', ...]) and optionally implementation (cp) and abi (cp311).")
+    upstream = mirror["upstream"]
+    if not isinstance(upstream, str) or not re.match(r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?/$",
+                                                     upstream):
+        problems.append(f"{label} upstream {upstream!r}: give the https:// URL of a simple API, ending in /.")
+    if not isinstance(mirror["upstream_ca"], str):
+        problems.append(f"{label} upstream_ca: give the upstream's CA certificates (PEM), or '' for the system's.")
+    age = mirror["min_age_days"]
+    if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
+        problems.append(f"{label} min_age_days {age!r}: a number of days, 0 or more.")
+    if index["upload"] != []:
+        problems.append(f"index {index['name']!r} is a mirror: nobody uploads to it (leave out upload).")
+    return problems
+
+
 def index_problems(layout, users=None, tokens=None):
     """What is wrong with a layout from index_layout, one sentence per problem; [] when fine.
 
@@ -218,6 +270,7 @@ def index_problems(layout, users=None, tokens=None):
                 f"name), status ({', '.join(PROJECT_STATUSES)}) and an optional reason."
             )
         problems.extend(_retention_problems(index))
+        problems.extend(_mirror_problems(index))
         if users is not None:
             problems.extend(_rights_problems(index, _present(users)))
         problems.extend(_owners_problems(index, None if users is None else _present(users), _present(tokens)))

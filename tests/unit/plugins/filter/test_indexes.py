@@ -29,7 +29,7 @@ def test_main_alone_keeps_the_single_index_layout():
         "minted_key_file": "/etc/pypi-users/main-minted.key",
         "minted_upload_key_file": "/etc/pypi-users/main-minted-upload.key",
         "health_endpoint": "/health", "health_path": "/health", "pages_dir": "/srv/pypi/pages/main",
-        "yanked": [], "project_status": [], "retention": {},
+        "yanked": [], "project_status": [], "retention": {}, "mirror": {},
     }]
 
 
@@ -197,3 +197,38 @@ def test_a_retention_policy_is_checked(policy, message):
 ])
 def test_project_names_are_compared_as_pep_503_normalises_them(name, normalised):
     assert pep503_name(name) == normalised
+
+
+MIRROR = {"requirements": ["requests==2.32.*", "django>=5,<6"],
+          "targets": [{"python": "3.11", "platforms": ["manylinux_2_28_x86_64"]}]}
+
+
+def test_a_mirror_index_gets_the_upstream_defaults_and_no_uploaders():
+    (entry,) = index_layout([{"name": "pypi-mirror", "mirror": MIRROR}], users=[{"name": "alice"}])
+    assert entry["mirror"] == dict(MIRROR, upstream="https://pypi.org/simple/", upstream_ca="", min_age_days=0)
+    assert entry["upload"] == [] and entry["uploaders"] == []
+    assert index_problems([entry], users=[{"name": "alice"}]) == []
+    (plain,) = index_layout([{"name": "main"}])
+    assert plain["mirror"] == {}
+
+
+@pytest.mark.parametrize("mirror,message", [
+    (dict(MIRROR, requirements=["--index-url=https://evil.example/simple/"]), "no pip options"),
+    (dict(MIRROR, requirements=["-r /etc/shadow"]), "no pip options"),
+    (dict(MIRROR, requirements=["widgets @ https://evil.example/w.whl"]), "no pip options"),
+    (dict(MIRROR, requirements=["requests==2.32.*\n--index-url=x"]), "no pip options"),
+    (dict(MIRROR, requirements=[]), "list one or more requirements"),
+    (dict(MIRROR, targets=[{"python": "three"}]), "targets"),
+    (dict(MIRROR, targets=[{"python": "3.11", "platforms": ["manylinux; rm -rf /"]}]), "targets"),
+    (dict(MIRROR, upstream="http://pypi.org/simple/"), "https:// URL"),
+    (dict(MIRROR, min_age_days=-1), "min_age_days"),
+    (dict(MIRROR, sync="hourly"), "give requirements"),
+])
+def test_a_mirror_is_checked_before_anything_changes(mirror, message):
+    found = index_problems(index_layout([{"name": "pypi-mirror", "mirror": mirror}]))
+    assert any(message in problem for problem in found), found
+
+
+def test_nobody_uploads_to_a_mirror():
+    layout = index_layout([{"name": "pypi-mirror", "mirror": MIRROR, "upload": ["alice"]}], users=[{"name": "alice"}])
+    assert "is a mirror: nobody uploads to it" in " ".join(index_problems(layout, users=[{"name": "alice"}]))
