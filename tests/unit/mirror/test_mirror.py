@@ -20,6 +20,7 @@ import hashlib
 import pytest
 
 FILES = pathlib.Path(__file__).parents[3] / "roles" / "mirror" / "files"
+sys.path.insert(0, str(pathlib.Path(__file__).parents[3] / "roles" / "pages" / "files"))
 _loader = importlib.machinery.SourceFileLoader("cheeseshop_mirror", str(FILES / "cheeseshop-mirror"))
 _spec = importlib.util.spec_from_loader("cheeseshop_mirror", _loader)
 mirror = importlib.util.module_from_spec(_spec)
@@ -120,10 +121,12 @@ def upstream():
 def config(tmp_path, pip, upstream, pages_socket):
     packages = tmp_path / "mirror"
     packages.mkdir()
-    private = tmp_path / "private-names"
-    private.write_text("Acme_Internal\n")
+    # Another index of the host holds acme-internal (under another spelling).
+    private = tmp_path / "customer-a"
+    private.mkdir()
+    (private / "Acme_Internal-1.0.tar.gz").write_bytes(b"private")
     return {"index": "pypi-mirror", "packages_dir": str(packages), "pip": pip, "upstream": upstream.url,
-            "upstream_ca": "", "requirements": ["widgets"], "min_age_days": 0, "private": str(private),
+            "upstream_ca": "", "requirements": ["widgets"], "min_age_days": 0, "private_dirs": [str(private)],
             "targets": [{"python": "3.11", "platforms": ["manylinux_2_28_x86_64"], "abi": "cp311"}],
             "pages_socket": pages_socket[0]}
 
