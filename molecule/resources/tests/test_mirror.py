@@ -1,0 +1,116 @@
+"""The mirror index over the wire (molecule/indexes, cheeseshop.pypi.mirror): pypi-mirror at
+/mirror/ syncs cheeseshop-mirrored-widgets and its dependencies from the stand-in upstream on the
+client (prepare.yml), which serves PEP 691 pages with upload times, as PyPI does.
+
+The first converge filled it; pip and uv install from it, uv's exclude-newer reads upstream's
+upload times there; nobody uploads to it. When upstream offers a name that another index of the
+host holds, the sync never fetches it and says so (dependency confusion), and a rerun with
+nothing new changes nothing.
+"""
+import json
+import os
+import shlex
+import time
+
+import pytest
+
+from conftest import body, client_wheel, https_upload, project_playbook, run_playbook, sha256_by_name, version
+
+testinfra_hosts = ["ansible://clients"]
+
+MIRROR = "/mirror/"
+PACKAGES = "/srv/pypi/indexes/pypi-mirror"
+UPSTREAM = "/opt/stand-in-upstream/files"
+WIDGETS = "cheeseshop_mirrored_widgets-1.0-py3-none-any.whl"
+GADGETS = "cheeseshop_mirrored_gadgets-2.0-py3-none-any.whl"
+JSON = "-H 'Accept: application/vnd.pypi.simple.v1+json'"
+
+
+@pytest.fixture(scope="module")
+def reader(credentials):
+    """Every present user reads the mirror (read: authenticated)."""
+    return ("customer-b-dev", credentials["customer-b-dev"])
+
+
+def publish(host, name, ver, requires=""):
+    """A release on the stand-in upstream, uploaded now."""
+    env = f"REQUIRES_DIST={shlex.quote(requires)} " if requires else ""
+    path = host.check_output(f"{env}/usr/local/bin/make_wheel.py {name} {ver} {UPSTREAM}")
+    times = json.loads(host.file(f"{UPSTREAM}/upload-times.json").content_string)
+    times[os.path.basename(path)] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    host.check_output(f"echo {shlex.quote(json.dumps(times))} > {UPSTREAM}/upload-times.json")
+    return os.path.basename(path)
+
+
+def test_the_first_converge_filled_the_mirror_with_upstream_s_files_and_times(host, server_host, server, curl,
+                                                                            reader, test_vars, ca):
+    stored = sha256_by_name(server_host, PACKAGES)
+    upstream = sha256_by_name(host, UPSTREAM)
+    assert {WIDGETS, GADGETS} <= set(stored)
+    assert stored[WIDGETS] == upstream[WIDGETS] and stored[GADGETS] == upstream[GADGETS]
+    page = json.loads(body(host, f"{curl} {JSON}", f"https://{server}{MIRROR}simple/cheeseshop-mirrored-widgets/",
+                           reader))
+    (entry,) = [f for f in page["files"] if f["filename"] == WIDGETS]
+    assert entry["upload-time"].startswith("2021-05-06T07:08:09"), entry
+    assert entry["hashes"]["sha256"] == upstream[WIDGETS]
+
+    index = f"https://{reader[0]}:{reader[1]}@{server}{MIRROR}simple/"
+    venv = "/var/tmp/mirror-client"
+    host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
+    host.check_output(f"{venv}/bin/pip install --quiet --cert {ca} --index-url {shlex.quote(index)} "
+                      "cheeseshop-mirrored-widgets")
+    installed = host.check_output(f"{venv}/bin/pip list --format=freeze")
+    assert "cheeseshop-mirrored-widgets==1.0" in installed and "cheeseshop-mirrored-gadgets==2.0" in installed
+    # uv reads the upload times the mirror kept: nothing of widgets is older than May 2021.
+    uv = (f"SSL_CERT_FILE={ca} {test_vars['cheeseshop_test_client_venv']}/bin/uv pip install --python {venv}/bin/python "
+          f"--index-url {shlex.quote(index)} --reinstall cheeseshop-mirrored-widgets --exclude-newer")
+    assert host.run(f"{uv} 2022-06-01T00:00:00Z").rc == 0
+    too_early = host.run(f"{uv} 2021-05-01T00:00:00Z")
+    assert too_early.rc != 0 and "cheeseshop-mirrored-widgets" in too_early.stderr, too_early.stderr
+
+
+def test_nobody_uploads_to_the_mirror(host, server_host, server, ca, test_vars, credentials):
+    wheel = client_wheel(host, "cheeseshop-mirrored-forged", version())
+    run = https_upload(host, test_vars, server, ca, wheel, ("customer-a-dev", credentials["customer-a-dev"]), MIRROR)
+    assert run.rc != 0
+    assert os.path.basename(wheel) not in sha256_by_name(server_host, PACKAGES)
+
+
+def test_a_private_name_upstream_offers_is_never_mirrored_and_is_reported(host, server_host, server, ca,
+                                                                           test_vars, credentials):
+    """customer-a holds cheeseshop-owned-confused; upstream then publishes a higher version of
+    that name, and a widgets release that depends on it. The sync takes widgets and not the
+    private name, and names the attempt with upstream's version."""
+    private = client_wheel(host, "cheeseshop-owned-confused", "1.0")
+    run = https_upload(host, test_vars, server, ca, private, ("customer-a-dev", credentials["customer-a-dev"]),
+                       "/private/customer-a/")
+    assert run.rc == 0, run.stdout + run.stderr
+    confused = publish(host, "cheeseshop-owned-confused", "99.0")
+    widgets = publish(host, "cheeseshop-mirrored-widgets", "1.1", "cheeseshop-owned-confused>=1")
+    name = server_host.backend.get_hostname()
+
+    rc, output, _ = run_playbook(name, project_playbook("site.yml"), tags="mirror")
+    text = " ".join(output.split())
+    assert rc == 0 and "changed=0" not in output, output[-3000:]
+    assert ("cheeseshop-owned-confused is private here and upstream offers 99.0: not mirrored (shadowed)"
+            in text), output[-3000:]
+    stored = sha256_by_name(server_host, PACKAGES)
+    assert widgets in stored and confused not in stored
+    assert not any(f.startswith("cheeseshop_owned_confused") for f in stored)
+    # The audit log has the new file's line, from the mirror.
+    lines = [json.loads(line) for line in
+             server_host.file("/var/log/cheeseshop-pypi/audit.log").content_string.splitlines()]
+    assert [(line["index"], line["identity"]) for line in lines if line.get("file") == widgets] == [
+        ("pypi-mirror", "mirror")]
+
+    # Nothing new upstream: the sync adds nothing and still names the attempt.
+    rc, output, _ = run_playbook(name, project_playbook("site.yml"), tags="mirror")
+    assert rc == 0 and "changed=0" in output, output[-3000:]
+    assert "upstream offers 99.0: not mirrored (shadowed)" in " ".join(output.split())
+
+
+def test_the_timer_syncs_in_a_sandbox(server_host):
+    assert server_host.service("cheeseshop-mirror.timer").is_enabled
+    show = server_host.check_output("systemctl show --property=User,ProtectSystem,ReadWritePaths cheeseshop-mirror")
+    assert "User=pypiserver" in show and "ProtectSystem=strict" in show
+    assert f"ReadWritePaths={PACKAGES}" in show
