@@ -1,4 +1,5 @@
-"""cheeseshop_dist: what a distribution file is, read once, with bounds (cheeseshop.pypi).
+"""cheeseshop_dist: what a distribution file is, read once, with bounds (cheeseshop.pypi); and the
+one client of the page service's socket (ask), which every other program of the collection uses.
 
 The one reader of distribution files. The upload path (cheeseshop-pypiserver) checks an upload
 with it before storing it, and the page service (cheeseshop-pages) lists a file with it, so the
@@ -21,6 +22,7 @@ import gzip
 import hashlib
 import os
 import re
+import socket
 import struct
 import tarfile
 import time
@@ -320,3 +322,23 @@ def _read(path, filename, limits):
         raise Refused(f"{filename}: its Requires-Python is not one version specifier")
     return Distribution(normalize(name), name, version, requires[0] if requires and requires[0] else None,
                         metadata, digest.hexdigest(), stat.st_size, stat.st_mtime_ns)
+
+
+# The longest answer the page service gives: a project's file names (files INDEX NAME).
+MAX_REPLY = 16 << 20
+
+
+def ask(path, line, timeout=60):
+    """One request line to the page service's socket (cheeseshop-pages' answer()) and its one
+    reply line, stripped; OSError when no service answers in time."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(path)
+        client.sendall(line.encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n") and len(reply) <= MAX_REPLY:
+            data = client.recv(65536)
+            if not data:
+                break
+            reply += data
+    return reply.decode(errors="replace").strip()

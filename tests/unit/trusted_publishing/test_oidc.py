@@ -9,6 +9,7 @@ import importlib.machinery
 import importlib.util
 import json
 import pathlib
+import sys
 import socket
 import threading
 import time
@@ -18,6 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 PROGRAM = pathlib.Path(__file__).parents[3] / "roles" / "trusted_publishing" / "files" / "cheeseshop-oidc"
+# The page service's client the role installs beside it.
+sys.path.insert(0, str(pathlib.Path(__file__).parents[3] / "roles" / "pages" / "files"))
 _loader = importlib.machinery.SourceFileLoader("cheeseshop_oidc", str(PROGRAM))
 _spec = importlib.util.spec_from_loader("cheeseshop_oidc", _loader)
 oidc = importlib.util.module_from_spec(_spec)
