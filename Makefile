@@ -11,8 +11,9 @@ LONGEST_FIRST := default indexes debian13 upgrade supervisor
 ALL_SCENARIOS := $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
 SCENARIOS ?= $(foreach s,$(LONGEST_FIRST),$(filter $(s),$(ALL_SCENARIOS))) $(filter-out $(LONGEST_FIRST),$(ALL_SCENARIOS))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
+IMAGE_LOG_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cheeseshop-images
 
-.PHONY: help venv docker lint unit build sanity docs test scenario demo demo-down bench timings lock clean
+.PHONY: help venv docker lint unit build sanity docs test test-images scenario demo demo-down bench timings lock clean
 
 help:
 	@echo "make demo       bring up a local private index in a container and print how to use it"
@@ -90,8 +91,16 @@ sanity: venv
 docs: venv
 	$(BIN)/python tools/role-docs
 
-test: lint unit build sanity docker
+# The test images are built (debootstrap, then the tooling; minutes on a cold machine, nothing
+# when current) in the background while lint, the unit tests and sanity run; each scenario's
+# dependency step then waits for them (tools/test-image takes a lock) or builds what failed.
+test: test-images lint unit build sanity docker
 	tools/run-scenarios $(SCENARIOS)
+
+test-images: docker
+	@mkdir -p $(IMAGE_LOG_DIR)
+	@echo "test images: building in the background (log: $(IMAGE_LOG_DIR)/background.log)"
+	@(tools/test-image debian12-tools debian13-tools > $(IMAGE_LOG_DIR)/background.log 2>&1 &)
 
 scenario: venv docker
 	$(BIN)/molecule test -s $(S)
