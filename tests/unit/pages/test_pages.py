@@ -286,3 +286,54 @@ def test_query_reads_every_rotated_file_oldest_first_and_follows_no_link(tmp_pat
     assert pages.query(str(config), ["identity=token:ci"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert pages.query(str(config), ["alice"]) == 2
+
+
+def test_a_group_serves_a_name_from_its_members_and_only_otherwise_from_the_mirror(tmp_path):
+    """customer-a and customer-b both hold shared; customer-a holds confused, which the mirror
+    has too (upstream's higher version); only the mirror has public. The group's pages: one per
+    set of members that hold a name, the mirror's only for a name no member holds, each file
+    at its own index's URL; nothing before every index is known."""
+    dirs = {name: (tmp_path / "packages" / name, tmp_path / "pages" / name) for name in ("a", "b", "mirror")}
+    for packages, _ in dirs.values():
+        packages.mkdir(parents=True)
+    wheel(dirs["a"][0], "shared", "1.0")
+    wheel(dirs["b"][0], "shared", "2.0")
+    wheel(dirs["a"][0], "confused", "1.0")
+    wheel(dirs["mirror"][0], "Confused", "99.0")
+    wheel(dirs["mirror"][0], "public", "3.0")
+    indexes = {name: pages.Index({"name": name, "packages_dir": str(pk), "pages_dir": str(pg),
+                                  "path": f"/{name}/"}) for name, (pk, pg) in dirs.items()}
+    group = pages.Group({"name": "all", "pages_dir": str(tmp_path / "pages" / "all"), "members": ["a", "b"],
+                         "mirror": "mirror", "listed": []}, indexes)
+    simple = tmp_path / "pages" / "all" / "simple"
+    indexes["a"].rebuild()
+    indexes["mirror"].rebuild()
+    assert not simple.exists(), "no group page before every index is known"
+    indexes["b"].rebuild()
+
+    def urls(key, project):
+        return sorted(f["url"] for f in json.loads((simple / project / key / "index.json").read_text())["files"])
+
+    assert sorted(p.name for p in (simple / "shared").iterdir()) == ["a", "a+b", "b", "owners"]
+    assert (simple / "shared" / "owners").read_text() == "a\nb\n"
+    assert urls("a+b", "shared") == ["/a/packages/shared-1.0-py3-none-any.whl", "/b/packages/shared-2.0-py3-none-any.whl"]
+    assert urls("b", "shared") == ["/b/packages/shared-2.0-py3-none-any.whl"]
+    # The mirror's confused 99.0 is nowhere: the name is customer-a's.
+    assert sorted(p.name for p in (simple / "confused").iterdir()) == ["a", "owners"]
+    assert urls("a", "confused") == ["/a/packages/confused-1.0-py3-none-any.whl"]
+    assert sorted(p.name for p in (simple / "public").iterdir()) == ["mirror"]
+    assert urls("mirror", "public") == ["/mirror/packages/public-3.0-py3-none-any.whl"]
+    # The root lists the mirror's names, confused too: leaving it out would tell anyone that the
+    # name is private here. Its page is customer-a's, behind customer-a's access check.
+    root = json.loads((simple / "index.json").read_text())
+    assert [p["name"] for p in root["projects"]] == ["confused", "public"]
+
+    # A name the mirror had first becomes private: from then on only the member's page.
+    fn, _ = wheel(dirs["b"][0], "public", "0.1")
+    indexes["b"].refresh_file(fn)
+    assert sorted(p.name for p in (simple / "public").iterdir()) == ["b", "owners"]
+    # And the mirror's new file of a private name changes nothing served.
+    fn, _ = wheel(dirs["mirror"][0], "shared", "9.0")
+    indexes["mirror"].refresh_file(fn)
+    assert urls("a+b", "shared") == ["/a/packages/shared-1.0-py3-none-any.whl", "/b/packages/shared-2.0-py3-none-any.whl"]
+    assert not (simple / "shared" / "mirror").exists()
