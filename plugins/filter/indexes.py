@@ -311,8 +311,68 @@ def index_problems(layout, users=None, tokens=None):
     return problems
 
 
+def group_layout(groups, layout, pages_dir="/srv/pypi/pages"):
+    """Each group of pypi_groups (one URL for several indexes) with what the page service and
+    nginx need: its path, its member indexes (every index but the mirrors, unless listed), its
+    mirror, the members whose names its root page lists (the anonymous ones), its pages."""
+    mirrors = [index["name"] for index in layout if index.get("mirror")]
+    out = []
+    for group in groups or []:
+        group = group if isinstance(group, dict) else {}
+        name = str(group.get("name", ""))
+        members = group.get("members")
+        if members is None:
+            members = [index["name"] for index in layout if not index.get("mirror")]
+        mirror = group.get("mirror", mirrors[0] if len(mirrors) == 1 else "")
+        by_name = {index["name"]: index for index in layout}
+        out.append({
+            "name": name,
+            "path": _path(group["path"]) if group.get("path") else "/" + name + "/",
+            "members": list(members) if isinstance(members, list) else members,
+            "mirror": mirror,
+            "read": group.get("read", "authenticated"),
+            "listed": [m for m in members if isinstance(m, str) and by_name.get(m, {}).get("anonymous")]
+            if isinstance(members, list) else [],
+            "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), "groups", name),
+        })
+    return out
+
+
+def group_problems(groups, layout):
+    """What is wrong with a group_layout, one sentence per problem; [] when fine."""
+    problems = []
+    by_name = {index["name"]: index for index in layout}
+    seen = set()
+    for group in groups:
+        label = f"group {group['name']!r}"
+        if not NAME.match(group["name"]):
+            problems.append(f"group name {group['name']!r} is not valid: use lower-case letters, digits and . _ -.")
+        if group["name"] in seen or group["name"] in by_name:
+            problems.append(f"{label}: its name is taken by another group or an index.")
+        seen.add(group["name"])
+        members = group["members"]
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            problems.append(f"{label}: members must list one or more indexes.")
+            continue
+        for member in members:
+            if member not in by_name:
+                problems.append(f"{label} names {member!r}, which is no index of pypi_indexes.")
+            elif by_name[member].get("mirror"):
+                problems.append(f"{label} names the mirror {member!r} as a member: give it as the group's mirror.")
+        if group["mirror"] and not by_name.get(group["mirror"], {}).get("mirror"):
+            problems.append(f"{label}: mirror {group['mirror']!r} is no mirror index of pypi_indexes.")
+        if group["read"] != "authenticated":
+            problems.append(f"{label}: read must be authenticated (each member's own readers are checked per name).")
+        for index in layout:
+            if index["path"].startswith(group["path"]) or group["path"].startswith(index["path"]):
+                problems.append(f"{label} has path {group['path']!r}, which overlaps index {index['name']!r} "
+                                f"at {index['path']!r}.")
+    return problems
+
+
 class FilterModule:
     """cheeseshop.pypi's index layout filters."""
 
     def filters(self):
-        return {"index_layout": index_layout, "index_problems": index_problems, "pep503_name": pep503_name}
+        return {"index_layout": index_layout, "index_problems": index_problems, "pep503_name": pep503_name,
+                "group_layout": group_layout, "group_problems": group_problems}

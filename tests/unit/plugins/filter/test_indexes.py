@@ -232,3 +232,20 @@ def test_a_mirror_is_checked_before_anything_changes(mirror, message):
 def test_nobody_uploads_to_a_mirror():
     layout = index_layout([{"name": "pypi-mirror", "mirror": MIRROR, "upload": ["alice"]}], users=[{"name": "alice"}])
     assert "is a mirror: nobody uploads to it" in " ".join(index_problems(layout, users=[{"name": "alice"}]))
+
+
+def test_a_group_takes_every_index_but_the_mirror_and_lists_the_anonymous_ones():
+    from ansible_collections.cheeseshop.pypi.plugins.filter.indexes import group_layout, group_problems
+    layout = index_layout([{"name": "public", "read": "anonymous"}, {"name": "customer-a", "path": "/private/a/"},
+                           {"name": "pypi-mirror", "path": "/mirror/", "mirror": MIRROR}])
+    (group,) = group_layout([{"name": "all"}], layout)
+    assert group == {"name": "all", "path": "/all/", "members": ["public", "customer-a"], "mirror": "pypi-mirror",
+                     "read": "authenticated", "listed": ["public"], "pages_dir": "/srv/pypi/pages/groups/all"}
+    assert group_problems([group], layout) == []
+    for bad, message in [({"name": "all", "members": ["pypi-mirror"]}, "as a member"),
+                         ({"name": "all", "members": ["nope"]}, "no index"),
+                         ({"name": "all", "mirror": "public"}, "no mirror index"),
+                         ({"name": "public"}, "taken"),
+                         ({"name": "all", "path": "/private/"}, "overlaps"),
+                         ({"name": "all", "read": "anonymous"}, "must be authenticated")]:
+        assert any(message in p for p in group_problems(group_layout([bad], layout), layout)), bad
