@@ -311,7 +311,7 @@ def index_problems(layout, users=None, tokens=None):
     return problems
 
 
-def group_layout(groups, layout, pages_dir="/srv/pypi/pages"):
+def group_layout(groups, layout, pages_dir="/srv/pypi/pages", users=None, users_dir="/etc/pypi-users"):
     """Each group of pypi_groups (one URL for several indexes) with what the page service and
     nginx need: its path, its member indexes (every index but the mirrors, unless listed), its
     mirror, the members whose names its root page lists (the anonymous ones), its pages."""
@@ -333,7 +333,12 @@ def group_layout(groups, layout, pages_dir="/srv/pypi/pages"):
             "read": group.get("read", "authenticated"),
             "listed": [m for m in members if isinstance(m, str) and by_name.get(m, {}).get("anonymous")]
             if isinstance(members, list) else [],
-            "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), "groups", name),
+            # "_groups": no index name starts with "_", so no index's pages are there.
+            "pages_dir": posixpath.join(str(pages_dir).rstrip("/"), "_groups", name),
+            # Every present user (read: authenticated) passes the group's access check; each
+            # member's own readers file then decides which of its names the reader sees.
+            "readers": _present(users),
+            "readers_file": posixpath.join(str(users_dir), name + "-readers.htpasswd"),
         })
     return out
 

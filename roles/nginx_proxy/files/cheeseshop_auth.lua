@@ -409,6 +409,7 @@ function M.check(path, tokens_path, index, minted_key_path)
   local digest = file.digest .. credential_digest
   local key = "ok:" .. digest
   if shared:get(key) then
+    ngx.ctx.cheeseshop_user = name
     return
   end
   -- One check per credential at a time: requests that bring the same credential meanwhile (a
@@ -420,6 +421,7 @@ function M.check(path, tokens_path, index, minted_key_path)
       ngx.sleep(0.005)
     end
     if shared:get(key) then
+      ngx.ctx.cheeseshop_user = name
       return
     end
     if limits:get("bad:" .. digest) then
@@ -454,6 +456,7 @@ function M.check(path, tokens_path, index, minted_key_path)
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
   end
   if matches then
+    ngx.ctx.cheeseshop_user = name
     shared:set(key, name, M.REMEMBER)
     shared:set(seen_key, true, M.SEEN)
     if reserved then
@@ -470,6 +473,13 @@ function M.check(path, tokens_path, index, minted_key_path)
   if not matches then
     return challenge()
   end
+end
+
+-- Whether the readers file at path names user (a group's page: the password was checked
+-- against the group's own readers file already). False when the file cannot be read.
+function M.has_user(path, user)
+  local file = users_of(path)
+  return file ~= nil and file.users[user] ~= nil
 end
 
 return M

@@ -60,6 +60,60 @@ function M.page(prefix, internal)
   return ngx.exec(internal .. normal .. "/index." .. ext, { f = format })
 end
 
+-- Whether a user may read an index: anyone, on an anonymous one; else a name in its readers
+-- file (the password was checked against the group's readers file, in the access phase).
+local function may_read(member, user)
+  if member.anonymous then
+    return true
+  end
+  if not user then
+    return false
+  end
+  return require("cheeseshop_auth").has_user(member.readers_file, user)
+end
+
+-- A group's page (one URL for several indexes, cheeseshop.pypi.pages' Group): a name only the
+-- mirror has is the mirror's page; a name members hold is the page of the members that hold it
+-- and that this reader may read (simple/NAME/owners lists them), never the mirror's; none: 404.
+-- <pages_dir> is the group's pages on disk; members: name -> { anonymous, readers_file }.
+function M.group_page(prefix, internal, pages_dir, members, max_sets)
+  local rest = ngx.var.uri:sub(#prefix + 1)
+  local format = M.format(ngx.var.http_accept)
+  local ext = format == "json" and "json" or "html"
+  if rest == "" then
+    return ngx.exec(internal .. "index." .. ext, { f = format })
+  end
+  local name, slash = rest:match("^([A-Za-z0-9._-]+)(/?)$")
+  if not name then
+    return ngx.exit(ngx.HTTP_NOT_FOUND)
+  end
+  local normal = M.normalise(name)
+  if slash == "" or normal ~= name then
+    return ngx.redirect(prefix .. normal .. "/", ngx.HTTP_MOVED_PERMANENTLY)
+  end
+  local owners_file = io.open(pages_dir .. "/simple/" .. normal .. "/owners", "r")
+  if not owners_file then
+    return ngx.exec(internal .. normal .. "/mirror/index." .. ext, { f = format })
+  end
+  local owners = owners_file:read("*a")
+  owners_file:close()
+  local user = ngx.ctx.cheeseshop_user
+  local readable, count = {}, 0
+  for owner in owners:gmatch("[^\n]+") do
+    count = count + 1
+    local member = members[owner]
+    if member and may_read(member, user) then
+      readable[#readable + 1] = owner
+    end
+  end
+  if #readable == 0 then
+    return ngx.exit(ngx.HTTP_NOT_FOUND)
+  end
+  -- Past max_sets holders, the page service makes each member's own page only.
+  local key = count > max_sets and readable[1] or table.concat(readable, "+")
+  return ngx.exec(internal .. normal .. "/" .. key .. "/index." .. ext, { f = format })
+end
+
 -- Header filter of the pages' location.
 function M.headers(anonymous)
   local status = ngx.status

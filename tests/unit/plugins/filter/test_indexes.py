@@ -240,7 +240,8 @@ def test_a_group_takes_every_index_but_the_mirror_and_lists_the_anonymous_ones()
                            {"name": "pypi-mirror", "path": "/mirror/", "mirror": MIRROR}])
     (group,) = group_layout([{"name": "all"}], layout)
     assert group == {"name": "all", "path": "/all/", "members": ["public", "customer-a"], "mirror": "pypi-mirror",
-                     "read": "authenticated", "listed": ["public"], "pages_dir": "/srv/pypi/pages/groups/all"}
+                     "read": "authenticated", "listed": ["public"], "pages_dir": "/srv/pypi/pages/_groups/all",
+                     "readers": [], "readers_file": "/etc/pypi-users/all-readers.htpasswd"}
     assert group_problems([group], layout) == []
     for bad, message in [({"name": "all", "members": ["pypi-mirror"]}, "as a member"),
                          ({"name": "all", "members": ["nope"]}, "no index"),
