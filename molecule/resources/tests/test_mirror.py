@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import body, client_wheel, https_upload, project_playbook, run_playbook, sha256_by_name, version
+from conftest import (body, client_wheel, https_upload, project_playbook, run_playbook, sha256_by_name, status,
+                      version)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -114,3 +115,56 @@ def test_the_timer_syncs_in_a_sandbox(server_host):
     show = server_host.check_output("systemctl show --property=User,ProtectSystem,ReadWritePaths cheeseshop-mirror")
     assert "User=pypiserver" in show and "ProtectSystem=strict" in show
     assert f"ReadWritePaths={PACKAGES}" in show
+
+
+# --- One URL for everything: the group /all/ -------------------------------------------------
+
+GROUP = "/all/simple/"
+
+
+def group_files(host, curl, server, project, user):
+    """(status, [file URLs]) of a project's group page for this reader."""
+    url = f"https://{server}{GROUP}{project}/"
+    code = status(host, f"{curl} {JSON}", url, user)
+    if code != 200:
+        return code, []
+    return code, sorted(f["url"] for f in json.loads(body(host, f"{curl} {JSON}", url, user))["files"])
+
+
+def test_the_group_serves_a_private_name_from_its_index_and_never_from_the_mirror(host, server, curl,
+                                                                                    credentials):
+    """After the test above: customer-a holds cheeseshop-owned-confused, which upstream offers
+    at 99.0 (never mirrored). customer-a's reader gets customer-a's file; customer-b's reader,
+    who may not read customer-a, gets 404 and never the mirror's; a name only the mirror has is
+    the mirror's for both; no credentials, 401."""
+    alice = ("customer-a-dev", credentials["customer-a-dev"])
+    bob = ("customer-b-dev", credentials["customer-b-dev"])
+    code, files = group_files(host, curl, server, "cheeseshop-owned-confused", alice)
+    assert code == 200 and files == ["/private/customer-a/packages/cheeseshop_owned_confused-1.0-py3-none-any.whl"]
+    assert group_files(host, curl, server, "cheeseshop-owned-confused", bob) == (404, [])
+    for reader in (alice, bob):
+        code, files = group_files(host, curl, server, "cheeseshop-mirrored-gadgets", reader)
+        assert code == 200 and files == [f"/mirror/packages/{GADGETS}"]
+    assert group_files(host, curl, server, "cheeseshop-never-heard-of", alice) == (404, [])
+    headers = host.check_output(f"{curl} -D - -o /dev/null https://{server}{GROUP}cheeseshop-mirrored-gadgets/")
+    assert headers.startswith("HTTP/2 401") and "www-authenticate: basic" in headers.lower()
+
+
+def test_a_name_made_private_after_it_was_mirrored_is_then_served_only_from_its_index(host, server, ca, curl,
+                                                                                     test_vars, credentials):
+    bob = ("customer-b-dev", credentials["customer-b-dev"])
+    alice = ("customer-a-dev", credentials["customer-a-dev"])
+    private = client_wheel(host, "cheeseshop-mirrored-gadgets", "0.5")
+    run = https_upload(host, test_vars, server, ca, private, bob, "/private/customer-b/")
+    assert run.rc == 0, run.stdout + run.stderr
+    code, files = group_files(host, curl, server, "cheeseshop-mirrored-gadgets", bob)
+    assert code == 200 and files == ["/private/customer-b/packages/cheeseshop_mirrored_gadgets-0.5-py3-none-any.whl"]
+    # A reader of the mirror who may not read customer-b: the name is private, so 404.
+    assert group_files(host, curl, server, "cheeseshop-mirrored-gadgets", alice) == (404, [])
+    # pip through the one URL: the private release, never upstream's 2.0.
+    venv = "/var/tmp/group-client"
+    index = f"https://{bob[0]}:{bob[1]}@{server}{GROUP}"
+    host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
+    host.check_output(f"{venv}/bin/pip install --quiet --cert {ca} --index-url {shlex.quote(index)} "
+                      "cheeseshop-mirrored-gadgets")
+    assert "cheeseshop-mirrored-gadgets==0.5" in host.check_output(f"{venv}/bin/pip list --format=freeze")
