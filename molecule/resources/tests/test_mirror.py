@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -58,13 +59,14 @@ def test_the_first_converge_filled_the_mirror_with_upstream_s_files_and_times(ho
     index = f"https://{reader[0]}:{reader[1]}@{server}{MIRROR}simple/"
     venv = "/var/tmp/mirror-client"
     host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
+    # 1.0: the 1.1 that test_a_private_name... publishes needs a name that is never mirrored.
     host.check_output(f"{venv}/bin/pip install --quiet --cert {ca} --index-url {shlex.quote(index)} "
-                      "cheeseshop-mirrored-widgets")
+                      "cheeseshop-mirrored-widgets==1.0")
     installed = host.check_output(f"{venv}/bin/pip list --format=freeze")
     assert "cheeseshop-mirrored-widgets==1.0" in installed and "cheeseshop-mirrored-gadgets==2.0" in installed
     # uv reads the upload times the mirror kept: nothing of widgets is older than May 2021.
     uv = (f"SSL_CERT_FILE={ca} {test_vars['cheeseshop_test_client_venv']}/bin/uv pip install --python {venv}/bin/python "
-          f"--index-url {shlex.quote(index)} --reinstall cheeseshop-mirrored-widgets --exclude-newer")
+          f"--index-url {shlex.quote(index)} --reinstall cheeseshop-mirrored-widgets==1.0 --exclude-newer")
     assert host.run(f"{uv} 2022-06-01T00:00:00Z").rc == 0
     too_early = host.run(f"{uv} 2021-05-01T00:00:00Z")
     assert too_early.rc != 0 and "cheeseshop-mirrored-widgets" in too_early.stderr, too_early.stderr
@@ -77,11 +79,11 @@ def test_nobody_uploads_to_the_mirror(host, server_host, server, ca, test_vars, 
     assert os.path.basename(wheel) not in sha256_by_name(server_host, PACKAGES)
 
 
-def test_a_private_name_upstream_offers_is_never_mirrored_and_is_reported(host, server_host, server, ca,
-                                                                           test_vars, credentials):
+@pytest.fixture(scope="module")
+def confusion(host, server_host, server, ca, test_vars, credentials):
     """customer-a holds cheeseshop-owned-confused; upstream then publishes a higher version of
-    that name, and a widgets release that depends on it. The sync takes widgets and not the
-    private name, and names the attempt with upstream's version."""
+    that name, and a widgets release that depends on it; the mirror syncs twice (--tags mirror).
+    Made once for the tests that read it, in whatever order they run."""
     private = client_wheel(host, "cheeseshop-owned-confused", "1.0")
     run = https_upload(host, test_vars, server, ca, private, ("customer-a-dev", credentials["customer-a-dev"]),
                        "/private/customer-a/")
@@ -89,23 +91,29 @@ def test_a_private_name_upstream_offers_is_never_mirrored_and_is_reported(host, 
     confused = publish(host, "cheeseshop-owned-confused", "99.0")
     widgets = publish(host, "cheeseshop-mirrored-widgets", "1.1", "cheeseshop-owned-confused>=1")
     name = server_host.backend.get_hostname()
+    first = run_playbook(name, project_playbook("site.yml"), tags="mirror")
+    again = run_playbook(name, project_playbook("site.yml"), tags="mirror")
+    return SimpleNamespace(confused=confused, widgets=widgets, first=first, again=again)
 
-    rc, output, _ = run_playbook(name, project_playbook("site.yml"), tags="mirror")
+
+def test_a_private_name_upstream_offers_is_never_mirrored_and_is_reported(server_host, confusion):
+    """The sync takes widgets and not the private name, and names the attempt with upstream's
+    version; a rerun with nothing new changes nothing and still names it."""
+    rc, output, _ = confusion.first
     text = " ".join(output.split())
     assert rc == 0 and "changed=0" not in output, output[-3000:]
     assert ("cheeseshop-owned-confused is private here and upstream offers 99.0: not mirrored (shadowed)"
             in text), output[-3000:]
     stored = sha256_by_name(server_host, PACKAGES)
-    assert widgets in stored and confused not in stored
+    assert confusion.widgets in stored and confusion.confused not in stored
     assert not any(f.startswith("cheeseshop_owned_confused") for f in stored)
     # The audit log has the new file's line, from the mirror.
     lines = [json.loads(line) for line in
              server_host.file("/var/log/cheeseshop-pypi/audit.log").content_string.splitlines()]
-    assert [(line["index"], line["identity"]) for line in lines if line.get("file") == widgets] == [
+    assert [(line["index"], line["identity"]) for line in lines if line.get("file") == confusion.widgets] == [
         ("pypi-mirror", "mirror")]
 
-    # Nothing new upstream: the sync adds nothing and still names the attempt.
-    rc, output, _ = run_playbook(name, project_playbook("site.yml"), tags="mirror")
+    rc, output, _ = confusion.again
     assert rc == 0 and "changed=0" in output, output[-3000:]
     assert "upstream offers 99.0: not mirrored (shadowed)" in " ".join(output.split())
 
@@ -132,21 +140,21 @@ def group_files(host, curl, server, project, user):
 
 
 def test_the_group_serves_a_private_name_from_its_index_and_never_from_the_mirror(host, server, curl,
-                                                                                    credentials):
-    """After the test above: customer-a holds cheeseshop-owned-confused, which upstream offers
-    at 99.0 (never mirrored). customer-a's reader gets customer-a's file; customer-b's reader,
-    who may not read customer-a, gets 404 and never the mirror's; a name only the mirror has is
-    the mirror's for both; no credentials, 401."""
+                                                                                    credentials, confusion):
+    """customer-a holds cheeseshop-owned-confused, which upstream offers at 99.0 (never
+    mirrored). customer-a's reader gets customer-a's file; customer-b's reader, who may not read
+    customer-a, gets 404 and never the mirror's; a name only the mirror has is the mirror's for
+    both; no credentials, 401."""
     alice = ("customer-a-dev", credentials["customer-a-dev"])
     bob = ("customer-b-dev", credentials["customer-b-dev"])
     code, files = group_files(host, curl, server, "cheeseshop-owned-confused", alice)
     assert code == 200 and files == ["/private/customer-a/packages/cheeseshop_owned_confused-1.0-py3-none-any.whl"]
     assert group_files(host, curl, server, "cheeseshop-owned-confused", bob) == (404, [])
     for reader in (alice, bob):
-        code, files = group_files(host, curl, server, "cheeseshop-mirrored-gadgets", reader)
-        assert code == 200 and files == [f"/mirror/packages/{GADGETS}"]
+        code, files = group_files(host, curl, server, "cheeseshop-mirrored-widgets", reader)
+        assert code == 200 and files == [f"/mirror/packages/{WIDGETS}", f"/mirror/packages/{confusion.widgets}"]
     assert group_files(host, curl, server, "cheeseshop-never-heard-of", alice) == (404, [])
-    headers = host.check_output(f"{curl} -D - -o /dev/null https://{server}{GROUP}cheeseshop-mirrored-gadgets/")
+    headers = host.check_output(f"{curl} -D - -o /dev/null https://{server}{GROUP}cheeseshop-mirrored-widgets/")
     assert headers.startswith("HTTP/2 401") and "www-authenticate: basic" in headers.lower()
 
 
