@@ -60,7 +60,7 @@ def test_the_first_converge_filled_the_mirror_with_upstream_s_files_and_times(ho
     venv = "/var/tmp/mirror-client"
     host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
     # 1.0: the 1.1 that test_a_private_name... publishes needs a name that is never mirrored.
-    host.check_output(f"{venv}/bin/pip install --quiet --cert {ca} --index-url {shlex.quote(index)} "
+    host.check_output(f"{venv}/bin/pip install --quiet --no-cache-dir --cert {ca} --index-url {shlex.quote(index)} "
                       "cheeseshop-mirrored-widgets==1.0")
     installed = host.check_output(f"{venv}/bin/pip list --format=freeze")
     assert "cheeseshop-mirrored-widgets==1.0" in installed and "cheeseshop-mirrored-gadgets==2.0" in installed
@@ -140,11 +140,11 @@ def group_files(host, curl, server, project, user):
 
 
 def test_the_group_serves_a_private_name_from_its_index_and_never_from_the_mirror(host, server, curl,
-                                                                                    credentials, confusion):
+                                                                                    credentials, confusion, token):
     """customer-a holds cheeseshop-owned-confused, which upstream offers at 99.0 (never
     mirrored). customer-a's reader gets customer-a's file; customer-b's reader, who may not read
     customer-a, gets 404 and never the mirror's; a name only the mirror has is the mirror's for
-    both; no credentials, 401."""
+    both; no credentials, 401; a token, which reads its one index only, 403."""
     alice = ("customer-a-dev", credentials["customer-a-dev"])
     bob = ("customer-b-dev", credentials["customer-b-dev"])
     code, files = group_files(host, curl, server, "cheeseshop-owned-confused", alice)
@@ -156,6 +156,13 @@ def test_the_group_serves_a_private_name_from_its_index_and_never_from_the_mirro
     assert group_files(host, curl, server, "cheeseshop-never-heard-of", alice) == (404, [])
     headers = host.check_output(f"{curl} -D - -o /dev/null https://{server}{GROUP}cheeseshop-mirrored-widgets/")
     assert headers.startswith("HTTP/2 401") and "www-authenticate: basic" in headers.lower()
+    # customer-a's read token, valid on customer-a's own URL: on the group, 403 (uv and pip stop
+    # there instead of asking again), and not counted as a failed guess: 25 of them, past the
+    # limit of 20 failures per address, leave the next request from this address served.
+    ci = ("__token__", token["ci-a-read"])
+    assert status(host, curl, f"https://{server}/private/customer-a/simple/", ci) == 200
+    assert [status(host, curl, f"https://{server}{GROUP}cheeseshop-owned-confused/", ci) for _ in range(25)] == [403] * 25
+    assert status(host, curl, f"https://{server}{GROUP}cheeseshop-owned-confused/", alice) == 200
 
 
 def test_a_name_made_private_after_it_was_mirrored_is_then_served_only_from_its_index(host, server, ca, curl,
@@ -173,6 +180,6 @@ def test_a_name_made_private_after_it_was_mirrored_is_then_served_only_from_its_
     venv = "/var/tmp/group-client"
     index = f"https://{bob[0]}:{bob[1]}@{server}{GROUP}"
     host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
-    host.check_output(f"{venv}/bin/pip install --quiet --cert {ca} --index-url {shlex.quote(index)} "
+    host.check_output(f"{venv}/bin/pip install --quiet --no-cache-dir --cert {ca} --index-url {shlex.quote(index)} "
                       "cheeseshop-mirrored-gadgets")
     assert "cheeseshop-mirrored-gadgets==0.5" in host.check_output(f"{venv}/bin/pip list --format=freeze")

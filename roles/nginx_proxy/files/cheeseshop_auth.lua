@@ -385,15 +385,22 @@ end
 
 -- The access check for one request against one htpasswd file and, given, a tokens file
 -- (index: its name, for the audit log; minted_key_path: its minting key, trusted publishing).
+-- No tokens file (a group): a token is answered 403.
 function M.check(path, tokens_path, index, minted_key_path)
   local header = ngx.var.http_authorization
   if not header then
     return challenge()
   end
   local name, password = credential(header)
-  if name and tokens_path and password:find("cheeseshop_", 1, true) == 1 then
+  if name and password:find("cheeseshop_", 1, true) == 1 then
     local token_name, secret = password:match(TOKEN)
     if token_name and #token_name <= 64 and #secret >= 32 and #secret <= 128 then
+      if not tokens_path then
+        -- A group (no tokens file): a token reads its one index, never a group of several.
+        -- 403, not 401: clients stop here instead of asking again. Nothing is checked, so
+        -- nothing is counted; the answer tells only that tokens are not taken here.
+        return ngx.exit(ngx.HTTP_FORBIDDEN)
+      end
       return check_token(tokens_path, token_name, password, index, minted_key_path)
     end
   end
