@@ -156,8 +156,10 @@ def test_volume_that_holds_packages_is_mounted_as_it_is_and_served(host, name, f
         wait_for_index(host)
         assert os.path.basename(carried) in host.check_output(page)
     finally:
-        # Back to the scenario's volume, with everything uploaded to it so far.
-        rc, out, _ = run_playbook(name, SITE)
+        # Back to the scenario's volume, with everything uploaded to it so far: the roles that
+        # keep something on the volume (its mount, the packages and pages directories) are all
+        # the way back needs.
+        rc, out, _ = run_playbook(name, SITE, tags="data_volume,pypiserver,pages")
         assert rc == 0, out
     assert source_of(host, DATA_ROOT) == DATA
     wait_for_index(host)

@@ -1,15 +1,18 @@
 """Restore onto a new host (#30): the indexes scenario's server is lost and a fresh host takes its
 place. A fresh container from the server's image, on its network, with a data volume of its own;
-site.yml with the server's inventory; then cheeseshop.pypi.restore. From the client container,
-the new host serves the same packages (sha256) to the same users with their existing passwords,
-behind a certificate that chains to the CA the client already trusts. A second converge of the
-new host changes nothing.
+site.yml with the server's inventory; then cheeseshop.pypi.restore with restore_overwrite, which
+replaces what site.yml made differently. From the client container, the new host serves the same
+packages (sha256) to the same users with their existing passwords, behind a certificate that
+chains to the CA the client already trusts. A second converge of the new host changes nothing:
+this scenario's proof that a rerun of site.yml is idempotent (it runs no molecule idempotence
+step of its own).
 
 The new host is made once for the module (a converge is the expensive part) and removed, with
 its loop device, in the fixture's finalizer.
 """
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -144,6 +147,10 @@ def new_host(host, client, test_vars, credentials):
                                      inventory=inventory)
         text = " ".join(output.split())
         assert rc == 0 and f"From snapshot {snapshot[:8]}" in text and f"host {server})" in text, output[-4000:]
+        # restore_overwrite replaced what site.yml had made differently (its own CA, key and
+        # certificate at least) and kept nothing that differs.
+        replaced = re.search(r"(\d+) replaced, \d+ already as in the snapshot, (\d+) kept although they differ", text)
+        assert replaced and int(replaced[1]) >= 3 and replaced[2] == "0", output[-4000:]
         yield SimpleNamespace(server=server, inventory=inventory, before=before, readers=readers, own_ca=own_ca,
                               ca_copy=ca_copy, curl=f"{curl} --resolve {server}:443:{address}")
     finally:

@@ -7,8 +7,9 @@ default version upgrades with one restart of pypiserver and none of nginx, keepi
 package, user and certificate, and the next run changes nothing; `--tags upgrade` rolls back
 to the older release and touches only the pypiserver role.
 
-Tests run in any order (pytest-randomly shuffles them): each puts the release it starts from
-in place itself, and leaves the host on the scenario's older release.
+The three steps are one test, in the operator's order, each starting where the one before left
+the host; it leaves the host on the scenario's older release, as test_starts_on_the_older_release
+expects in whichever order the two run.
 """
 import os
 import re
@@ -112,17 +113,15 @@ def test_starts_on_the_older_release(host, uploaded):
     assert host.file(f"/srv/pypi/packages/{uploaded[1]}").exists
 
 
-def test_check_diff_previews_the_upgrade_and_changes_nothing(host):
-    name = host.backend.get_hostname()
-    ensure_release(host, OLD)  # the inventory's release: a plain preview has nothing to do
+def preview(host, name):
+    """--check --diff: nothing to do on the inventory's release; a new release and a new upload
+    limit are named, with the nginx.conf lines, and nothing changes."""
     before, pid = checksums(host), main_pid(host, SERVICE)
     conf = host.file(NGINX_CONF).sha256sum
 
-    # Nothing to do: the preview says so.
     rc, output, _ = run_playbook(name, SITE, check_diff=True)
     assert rc == 0 and "changed=0" in output, output[-3000:]
 
-    # A new release and a new upload limit: the preview names both, with the nginx.conf lines.
     rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW, "nginx_proxy_client_max_body_size": "256m"},
                                  check_diff=True)
     assert rc == 0, output[-3000:]
@@ -139,57 +138,63 @@ def test_check_diff_previews_the_upgrade_and_changes_nothing(host):
     assert checksums(host) == before
 
 
-def test_upgrade_keeps_packages_users_and_certificates_with_one_restart(host, test_vars, credentials, uploaded):
-    name = host.backend.get_hostname()
-    ensure_release(host, OLD)
+def upgrade(host, name, test_vars, credentials, uploaded):
+    """site.yml with the new release: one restart of pypiserver, none of nginx, every package,
+    user and certificate kept, the kept package installed over HTTPS; a rerun changes nothing."""
     before, nginx_before, since = checksums(host), nginx_processes(host), now(host)
-    try:
-        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
-        assert rc == 0, output[-3000:]
-        assert installed(host) == NEW
-        assert started_since(host, since) == 1
-        assert nginx_processes(host) == nginx_before  # neither restarted nor reloaded
-        assert checksums(host) == before
+    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
+    assert rc == 0, output[-3000:]
+    assert installed(host) == NEW
+    assert started_since(host, since) == 1
+    assert nginx_processes(host) == nginx_before  # neither restarted nor reloaded
+    assert checksums(host) == before
 
-        # A reader installs the package kept from the older release, over HTTPS, with pip.
-        reader = "molecule-reader"
-        pip = (f"{test_vars['cheeseshop_test_client_venv']}/bin/pip download --no-deps --quiet "
-               f"--dest /var/tmp/kept --cert {HOST_CA} "
-               f"--index-url https://{reader}:{quote(credentials[reader], safe='')}@localhost/simple/ "
-               f"cheeseshop-keepsake=={uploaded[0]}")
-        assert host.run(pip).rc == 0
-        kept = uploaded[1]
-        assert host.file(f"/var/tmp/kept/{kept}").sha256sum == host.file(f"/srv/pypi/packages/{kept}").sha256sum
-        # Everyone else still gets a 401, through the same stack.
-        assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-keepsake/") == 401
+    # A reader installs the package kept from the older release, over HTTPS, with pip.
+    reader = "molecule-reader"
+    pip = (f"{test_vars['cheeseshop_test_client_venv']}/bin/pip download --no-deps --quiet "
+           f"--dest /var/tmp/kept --cert {HOST_CA} "
+           f"--index-url https://{reader}:{quote(credentials[reader], safe='')}@localhost/simple/ "
+           f"cheeseshop-keepsake=={uploaded[0]}")
+    assert host.run(pip).rc == 0
+    kept = uploaded[1]
+    assert host.file(f"/var/tmp/kept/{kept}").sha256sum == host.file(f"/srv/pypi/packages/{kept}").sha256sum
+    # Everyone else still gets a 401, through the same stack.
+    assert status(host, HOST_CURL, "https://localhost/simple/cheeseshop-keepsake/") == 401
 
-        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
-        assert rc == 0 and "changed=0" in output, output[-3000:]
-    except BaseException:
-        ensure_release(host, OLD)  # the scenario's release, for whichever test comes next
-        raise
-    # Passed: the host stays on NEW, where the rollback test below starts (a converge less each way).
+    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": NEW})
+    assert rc == 0 and "changed=0" in output, output[-3000:]
 
 
-def test_upgrade_tag_rolls_back_pypiserver_and_nothing_else(host):
+def roll_back(host, name):
+    """--tags upgrade with the older release: pypiserver's tasks alone, one restart, nginx and
+    every file untouched; a rerun changes nothing."""
+    before, nginx_before, since = checksums(host), nginx_processes(host), now(host)
+    conf = host.file(NGINX_CONF).sha256sum
+
+    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
+    assert rc == 0, output[-3000:]
+    assert installed(host) == OLD
+    assert started_since(host, since) == 1
+    tasks = changed_tasks(output)
+    assert tasks and all(task.startswith("cheeseshop.pypi.pypiserver : ") for task in tasks), tasks
+    assert nginx_processes(host) == nginx_before
+    assert host.file(NGINX_CONF).sha256sum == conf
+    assert checksums(host) == before
+    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/health") == "200"
+
+    rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
+    assert rc == 0 and "changed=0" in output, output[-3000:]
+
+
+def test_the_upgrade_is_previewed_applied_with_one_restart_and_rolled_back(host, test_vars, credentials, uploaded):
+    """The operator's steps, in their order: each starts where the one before left the host, so
+    no step pays a converge to put a release back (one test, not three that pytest-randomly
+    would shuffle into extra converges)."""
     name = host.backend.get_hostname()
+    assert installed(host) == OLD  # the inventory's release
     try:
-        ensure_release(host, NEW)  # what there is to roll back from (the test above leaves it there)
-        before, nginx_before, since = checksums(host), nginx_processes(host), now(host)
-        conf = host.file(NGINX_CONF).sha256sum
-
-        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
-        assert rc == 0, output[-3000:]
-        assert installed(host) == OLD
-        assert started_since(host, since) == 1
-        tasks = changed_tasks(output)
-        assert tasks and all(task.startswith("cheeseshop.pypi.pypiserver : ") for task in tasks), tasks
-        assert nginx_processes(host) == nginx_before
-        assert host.file(NGINX_CONF).sha256sum == conf
-        assert checksums(host) == before
-        assert host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/health") == "200"
-
-        rc, output, _ = run_playbook(name, SITE, {"pypiserver_version": OLD}, tags="upgrade")
-        assert rc == 0 and "changed=0" in output, output[-3000:]
+        preview(host, name)
+        upgrade(host, name, test_vars, credentials, uploaded)
+        roll_back(host, name)
     finally:
-        ensure_release(host, OLD)  # a no-op unless the rollback failed
+        ensure_release(host, OLD)  # a no-op unless a step failed
