@@ -303,8 +303,9 @@ def test_a_group_serves_a_name_from_its_members_and_only_otherwise_from_the_mirr
     wheel(dirs["mirror"][0], "public", "3.0")
     indexes = {name: pages.Index({"name": name, "packages_dir": str(pk), "pages_dir": str(pg),
                                   "path": f"/{name}/"}) for name, (pk, pg) in dirs.items()}
-    group = pages.Group({"name": "all", "pages_dir": str(tmp_path / "pages" / "all"), "members": ["a", "b"],
-                         "mirror": "mirror", "listed": []}, indexes)
+    # The group registers with its members: their rebuilds below write its pages.
+    pages.Group({"name": "all", "pages_dir": str(tmp_path / "pages" / "all"), "members": ["a", "b"],
+                 "mirror": "mirror", "listed": []}, indexes)
     simple = tmp_path / "pages" / "all" / "simple"
     indexes["a"].rebuild()
     indexes["mirror"].rebuild()
