@@ -40,24 +40,37 @@ function M.normalise(name)
   return (name:lower():gsub("[-_.]+", "-"))
 end
 
--- <prefix> is the index's simple/ path; <internal> the location that holds its pages.
-function M.page(prefix, internal)
+-- The project a request under <prefix> (a simple/ path) asks for, by its normal name, with the
+-- page's file extension and format. The root page (from <internal>, the location that holds
+-- the pages), a bad name and a name to redirect end the request here: nil.
+local function project_of(prefix, internal)
   local rest = ngx.var.uri:sub(#prefix + 1)
   local format = M.format(ngx.var.http_accept)
   local ext = format == "json" and "json" or "html"
   if rest == "" then
-    return ngx.exec(internal .. "index." .. ext, { f = format })
+    ngx.exec(internal .. "index." .. ext, { f = format })
+    return nil
   end
   local name, slash = rest:match("^([A-Za-z0-9._-]+)(/?)$")
   if not name then
-    return ngx.exit(ngx.HTTP_NOT_FOUND)
+    ngx.exit(ngx.HTTP_NOT_FOUND)
+    return nil
   end
   local normal = M.normalise(name)
   if slash == "" or normal ~= name then
     -- Relative, as every redirect here: no host of the client's is echoed.
-    return ngx.redirect(prefix .. normal .. "/", ngx.HTTP_MOVED_PERMANENTLY)
+    ngx.redirect(prefix .. normal .. "/", ngx.HTTP_MOVED_PERMANENTLY)
+    return nil
   end
-  return ngx.exec(internal .. normal .. "/index." .. ext, { f = format })
+  return normal, ext, format
+end
+
+-- <prefix> is the index's simple/ path; <internal> the location that holds its pages.
+function M.page(prefix, internal)
+  local normal, ext, format = project_of(prefix, internal)
+  if normal then
+    return ngx.exec(internal .. normal .. "/index." .. ext, { f = format })
+  end
 end
 
 -- Whether a user may read an index: anyone, on an anonymous one; else a name in its readers
@@ -77,19 +90,9 @@ end
 -- and that this reader may read (simple/NAME/owners lists them), never the mirror's; none: 404.
 -- <pages_dir> is the group's pages on disk; members: name -> { anonymous, readers_file }.
 function M.group_page(prefix, internal, pages_dir, members, max_sets)
-  local rest = ngx.var.uri:sub(#prefix + 1)
-  local format = M.format(ngx.var.http_accept)
-  local ext = format == "json" and "json" or "html"
-  if rest == "" then
-    return ngx.exec(internal .. "index." .. ext, { f = format })
-  end
-  local name, slash = rest:match("^([A-Za-z0-9._-]+)(/?)$")
-  if not name then
-    return ngx.exit(ngx.HTTP_NOT_FOUND)
-  end
-  local normal = M.normalise(name)
-  if slash == "" or normal ~= name then
-    return ngx.redirect(prefix .. normal .. "/", ngx.HTTP_MOVED_PERMANENTLY)
+  local normal, ext, format = project_of(prefix, internal)
+  if not normal then
+    return
   end
   local owners_file = io.open(pages_dir .. "/simple/" .. normal .. "/owners", "r")
   if not owners_file then
