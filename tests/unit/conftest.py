@@ -1,8 +1,32 @@
-"""Fixtures shared by the unit tests of the programs that talk to the page service."""
+"""Shared by the unit tests of the roles' programs: loading one, and a stand-in page service."""
+import importlib.machinery
+import importlib.util
+import pathlib
 import socket
+import sys
 import threading
 
 import pytest
+
+ROLES = pathlib.Path(__file__).resolve().parents[2] / "roles"
+
+
+def program_path(role, program):
+    return ROLES / role / "files" / program
+
+
+def load_program(role, program):
+    """A role's program (a Python file with no .py) as a module. cheeseshop_dist, the page
+    service's client that the pages role installs beside the programs, is importable as on the
+    host."""
+    beside = str(ROLES / "pages" / "files")
+    if beside not in sys.path:
+        sys.path.insert(0, beside)
+    name = program.replace("-", "_")
+    loader = importlib.machinery.SourceFileLoader(name, str(program_path(role, program)))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -1,18 +1,13 @@
 """The backup program's put-back (roles/backup/files/cheeseshop-backup), run as root on real
 files: a service account that swaps the file being put back for a link gets nothing of root."""
-import importlib.machinery
-import importlib.util
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-PROGRAM = Path(__file__).resolve().parents[3] / "roles" / "backup" / "files" / "cheeseshop-backup"
-_loader = importlib.machinery.SourceFileLoader("cheeseshop_backup", str(PROGRAM))
-_spec = importlib.util.spec_from_loader("cheeseshop_backup", _loader)
-backup = importlib.util.module_from_spec(_spec)
-_loader.exec_module(backup)
+from conftest import load_program
+
+backup = load_program("backup", "cheeseshop-backup")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the put-back sets owners: run as root")
 

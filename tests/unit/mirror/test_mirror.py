@@ -4,12 +4,9 @@ resolves against a stand-in upstream on loopback that serves PEP 691 pages and r
 widgets 1.0 (uploaded long ago) and 1.1 (uploaded now) depend on gadgets and on acme-internal,
 a name that is private here: it is never fetched and is reported as shadowed."""
 import http.server
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import threading
@@ -19,12 +16,9 @@ import hashlib
 
 import pytest
 
-FILES = pathlib.Path(__file__).parents[3] / "roles" / "mirror" / "files"
-sys.path.insert(0, str(pathlib.Path(__file__).parents[3] / "roles" / "pages" / "files"))
-_loader = importlib.machinery.SourceFileLoader("cheeseshop_mirror", str(FILES / "cheeseshop-mirror"))
-_spec = importlib.util.spec_from_loader("cheeseshop_mirror", _loader)
-mirror = importlib.util.module_from_spec(_spec)
-_loader.exec_module(mirror)
+from conftest import load_program
+
+mirror = load_program("mirror", "cheeseshop-mirror")
 
 # The pip the mirror role installs (roles/mirror/defaults: mirror_pip_version).
 PIP = "26.3"

@@ -3,8 +3,6 @@ directory: the pages it writes, what it leaves out, and the service with real in
 unix socket."""
 import gzip
 import hashlib
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -14,16 +12,14 @@ import sys
 import tarfile
 import time
 import zipfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-PROGRAM = Path(__file__).resolve().parents[3] / "roles" / "pages" / "files" / "cheeseshop-pages"
-_loader = importlib.machinery.SourceFileLoader("cheeseshop_pages", str(PROGRAM))
-_spec = importlib.util.spec_from_loader("cheeseshop_pages", _loader)
-pages = importlib.util.module_from_spec(_spec)
-_loader.exec_module(pages)
+from conftest import load_program, program_path
+
+PROGRAM = program_path("pages", "cheeseshop-pages")
+pages = load_program("pages", "cheeseshop-pages")
 
 def wheel(d, name, version, requires=None):
     """A wheel with its METADATA (and a module), written into d; its file name and metadata."""

@@ -1,21 +1,14 @@
 """Unit tests of cheeseshop-retention (roles/retention/files): which builds go under a policy, and
 that a real run unlinks them and asks the page service for each one's audit line."""
-import importlib.machinery
-import importlib.util
 import json
 import os
-import pathlib
-import sys
 import time
 
 import pytest
 
-FILES = pathlib.Path(__file__).parents[3] / "roles" / "retention" / "files"
-sys.path.insert(0, str(pathlib.Path(__file__).parents[3] / "roles" / "pages" / "files"))
-_loader = importlib.machinery.SourceFileLoader("cheeseshop_retention", str(FILES / "cheeseshop-retention"))
-_spec = importlib.util.spec_from_loader("cheeseshop_retention", _loader)
-retention = importlib.util.module_from_spec(_spec)
-_loader.exec_module(retention)
+from conftest import load_program
+
+retention = load_program("retention", "cheeseshop-retention")
 
 DAY = 86400
 

@@ -5,11 +5,7 @@ has uv fetch them from a stand-in issuer."""
 import hashlib
 import hmac
 import http.client
-import importlib.machinery
-import importlib.util
 import json
-import pathlib
-import sys
 import socket
 import threading
 import time
@@ -18,13 +14,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-PROGRAM = pathlib.Path(__file__).parents[3] / "roles" / "trusted_publishing" / "files" / "cheeseshop-oidc"
+from conftest import load_program
+
 # The page service's client the role installs beside it.
-sys.path.insert(0, str(pathlib.Path(__file__).parents[3] / "roles" / "pages" / "files"))
-_loader = importlib.machinery.SourceFileLoader("cheeseshop_oidc", str(PROGRAM))
-_spec = importlib.util.spec_from_loader("cheeseshop_oidc", _loader)
-oidc = importlib.util.module_from_spec(_spec)
-_loader.exec_module(oidc)
+oidc = load_program("trusted_publishing", "cheeseshop-oidc")
 
 ISSUER = "https://ci.example.test"
 AUDIENCE = "pypi.example.test"
