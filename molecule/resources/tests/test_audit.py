@@ -115,7 +115,7 @@ def test_a_refused_token_leaves_one_line_in_nginx_s_part(host, server_host, serv
     assert json.dumps(line, separators=(",", ":")) in journal
 
 
-def test_a_converge_that_adds_a_user_leaves_one_line(server_host, vault_users):
+def test_a_converge_that_adds_a_user_leaves_a_line_per_index_it_may_now_read(server_host, vault_users):
     with open(HOST_VARS) as handle:
         indexes = yaml.safe_load(handle)["pypi_indexes"]
     probe = f"audited-{version().rsplit('.', 1)[1]}"
@@ -128,12 +128,16 @@ def test_a_converge_that_adds_a_user_leaves_one_line(server_host, vault_users):
         rc, output, _ = run_playbook(hostname, users, {"pypi_users": vault_users + [{"name": probe, "password": password}],
                                                        "pypi_indexes": rights})
         assert rc == 0, output[-3000:]
-        # One line: customer-b's readers. public's readers file takes every user too (nginx checks
-        # POSTs there), but anyone may read public: no right changed there.
-        (added,) = [line for line in lines(server_host) if probe in line.get("result", "")]
-        assert (added["action"], added["index"], added["file"]) == ("rights", "customer-b", "customer-b-readers.htpasswd")
-        assert added["result"] == f"readers added {probe}"
-        assert re.fullmatch(r"converge:[^@\s]+@\S+", added["identity"]), added
+        # customer-b's readers, and the mirror's: every present user reads it (read: authenticated).
+        # public's readers file takes every user too (nginx checks POSTs there), but anyone may
+        # read public: no right changed there. Nor does the group's file grant anything of its
+        # own (each member's readers decide what it serves): no line for it.
+        added = {line["index"]: line for line in lines(server_host) if probe in line.get("result", "")}
+        assert sorted(added) == ["customer-b", "pypi-mirror"], added
+        for index, line in added.items():
+            assert (line["action"], line["file"]) == ("rights", f"{index}-readers.htpasswd"), line
+            assert line["result"] == f"readers added {probe}", line
+            assert re.fullmatch(r"converge:[^@\s]+@\S+", line["identity"]), line
     finally:
         rc, output, _ = run_playbook(hostname, users, {"pypi_users": vault_users + [{"name": probe, "state": "absent"}]})
         assert rc == 0, output[-3000:]

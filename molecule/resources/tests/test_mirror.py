@@ -183,3 +183,43 @@ def test_a_name_made_private_after_it_was_mirrored_is_then_served_only_from_its_
     host.check_output(f"{venv}/bin/pip install --quiet --no-cache-dir --cert {ca} --index-url {shlex.quote(index)} "
                       "cheeseshop-mirrored-gadgets")
     assert "cheeseshop-mirrored-gadgets==0.5" in host.check_output(f"{venv}/bin/pip list --format=freeze")
+
+
+def test_pip_and_uv_through_the_group_get_the_private_release_never_upstream_s_higher_one(
+        host, server, ca, test_vars, credentials, confusion):
+    """The first confusion case with real clients: upstream offers cheeseshop-owned-confused
+    99.0, customer-a holds 1.0. pip and uv, given only the group URL and the CA, install 1.0.
+    (Whether gadgets is private yet depends on the test order, so nothing here installs it.)"""
+    alice = ("customer-a-dev", credentials["customer-a-dev"])
+    index = f"https://{alice[0]}:{alice[1]}@{server}{GROUP}"
+    venv = "/var/tmp/group-confused"
+    host.check_output(f"rm -rf {venv} && python3 -m venv {venv}")
+    host.check_output(f"{venv}/bin/pip install --quiet --no-cache-dir --cert {ca} --index-url {shlex.quote(index)} "
+                      "cheeseshop-owned-confused")
+    installed = host.check_output(f"{venv}/bin/pip list --format=freeze")
+    assert "cheeseshop-owned-confused==1.0" in installed, installed
+    uv = f"SSL_CERT_FILE={ca} {test_vars['cheeseshop_test_client_venv']}/bin/uv"
+    run = host.run(f"{uv} pip install --python {venv}/bin/python --no-cache --index-url {shlex.quote(index)} "
+                   "--reinstall cheeseshop-owned-confused")
+    assert run.rc == 0, run.stdout + run.stderr
+    assert "cheeseshop-owned-confused==1.0" in host.check_output(f"{venv}/bin/pip list --format=freeze")
+    # Asked for upstream's version by name, neither finds it: the group never serves it.
+    for command in (f"{venv}/bin/pip install --quiet --no-cache-dir --cert {ca} --index-url {shlex.quote(index)} "
+                    "cheeseshop-owned-confused==99.0",
+                    f"{uv} pip install --python {venv}/bin/python --no-cache --index-url {shlex.quote(index)} "
+                    "cheeseshop-owned-confused==99.0"):
+        run = host.run(command)
+        assert run.rc != 0 and "99.0" in run.stderr, run.stdout + run.stderr
+
+
+def test_a_private_upload_is_listed_through_the_group_when_twine_returns(host, server, ca, curl, test_vars,
+                                                                        credentials):
+    """As on its own index: the page service writes the group's page before the upload is
+    answered, so the very next request through the group lists it."""
+    bob = ("customer-b-dev", credentials["customer-b-dev"])
+    name, ver = "cheeseshop-group-fresh", version()
+    wheel = client_wheel(host, name, ver)
+    run = https_upload(host, test_vars, server, ca, wheel, bob, "/private/customer-b/")
+    assert run.rc == 0, run.stdout + run.stderr
+    code, files = group_files(host, curl, server, name, bob)
+    assert code == 200 and files == [f"/private/customer-b/packages/{os.path.basename(wheel)}"], (code, files)
