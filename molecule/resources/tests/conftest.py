@@ -172,7 +172,7 @@ def main_pid(host):
 
 
 def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, collections_path=None,
-                 check_diff=False, diff=False, inventory=None):
+                 check_diff=False, diff=False, inventory=None, skip_tags=None):
     """Run a playbook from the controller against one host, as users do.
 
     The inventory holds the vaulted users, so the test-only vault password file is given.
@@ -189,6 +189,8 @@ def run_playbook(hostname, playbook, extra_vars=None, verbosity=0, tags=None, co
     args += ["--vault-password-file", VAULT_PASSWORD_FILE]
     if tags:
         args += ["--tags", tags]
+    if skip_tags:
+        args += ["--skip-tags", skip_tags]
     if check_diff:
         args += ["--check", "--diff"]
     elif diff:

@@ -138,7 +138,9 @@ def new_host(host, client, test_vars, credentials):
                        check=True, timeout=300)
         assert source.wait() == 0
 
-        rc, output, _ = run_playbook(NEW, project_playbook("site.yml"), inventory=inventory)
+        # As docs/backup.md says: the mirror syncs after the restore, when the restored indexes
+        # say which names are private.
+        rc, output, _ = run_playbook(NEW, project_playbook("site.yml"), inventory=inventory, skip_tags="mirror")
         assert rc == 0, output[-3000:]
         # A host of its own so far: site.yml made it a CA, which the restore must replace.
         with open(ca_copy) as handle:
