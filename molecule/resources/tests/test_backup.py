@@ -141,8 +141,10 @@ def test_a_backup_holds_packages_users_and_tls_but_no_upload_being_written(host,
         listed = host.check_output(f"cheeseshop-restic ls {status['snapshot_id']}").splitlines()
     finally:
         host.run(f"rm -f {partial}")
+    # The mirror's files too: a restored host on a closed network could not fetch them again.
     assert sorted(paths) == sorted(["/srv/pypi/indexes/public", "/srv/pypi/indexes/customer-a",
-                                    "/srv/pypi/indexes/customer-b", "/etc/pypi-users", "/etc/pypi-tls"])
+                                    "/srv/pypi/indexes/customer-b", "/srv/pypi/indexes/pypi-mirror",
+                                    "/etc/pypi-users", "/etc/pypi-tls"])
     for path in ("/etc/pypi-tls/ca.crt", "/etc/pypi-tls/ca.key", "/etc/pypi-tls/server.key",
                  "/etc/pypi-users/customer-a-readers.htpasswd", "/etc/pypi-users/public-uploaders.htpasswd"):
         assert path in listed
