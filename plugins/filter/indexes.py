@@ -77,6 +77,9 @@ def index_layout(indexes, users=None, packages_dir="/srv/pypi/packages", indexes
             "uploaders": sorted(uploaders),
             "readers_file": posixpath.join(str(users_dir), name + "-readers.htpasswd"),
             "uploaders_file": posixpath.join(str(users_dir), name + "-uploaders.htpasswd"),
+            # Every present user of the host, one file for all indexes: nginx answers a right
+            # password of a user who is not a reader with 403, not 401. "_": no index's name.
+            "known_users_file": posixpath.join(str(users_dir), "_known-users.htpasswd"),
             # Hashes of the index's tokens (cheeseshop.pypi.token_files): all of them for nginx,
             # the upload ones for pypiserver.
             "read_tokens_file": posixpath.join(str(users_dir), name + "-read.tokens"),
@@ -109,6 +112,29 @@ def pep503_name(name):
     """A project name as PEP 503 normalises it (Acme_Tools.x is acme-tools-x): how the pages,
     the owners and the quarantine compare names. Shell patterns keep their * and ?."""
     return re.sub(r"[-_.]+", "-", str(name)).lower()
+
+
+def _path_problems(label, path):
+    segments = [s for s in path.split("/") if s]
+    if any(not SEGMENT.match(s) or s in (".", "..") for s in segments):
+        return [f"{label} has path {path!r}: a path is made of segments of letters, digits and . _ ~ - "
+                "separated by '/'."]
+    if segments and (segments[0].startswith("_") or segments[0] == ".well-known"):
+        return [f"{label} has path {path!r}: paths that start with _ or .well-known are nginx's own "
+                "(trusted publishing, internal pages, ACME)."]
+    return []
+
+
+def _overlap(first, second, health_endpoint="/health"):
+    """Whether two paths would hide URLs of each other. An index at / has only its own URLs
+    below it (simple/, packages/, its health endpoint), so any other path may sit beside it."""
+    shorter, longer = sorted((first, second), key=len)
+    if not longer.startswith(shorter):
+        return False
+    if shorter != "/" or longer == "/":
+        return True
+    own = ("/simple/", "/packages/", "/" + str(health_endpoint).strip("/") + "/")
+    return any(longer.startswith(prefix) for prefix in own)
 
 
 def _nested(outer, inner):
@@ -231,12 +257,7 @@ def index_problems(layout, users=None, tokens=None):
         problems.append(f"index name {name!r} is used by more than one index.")
 
     for index in layout:
-        segments = [s for s in index["path"].split("/") if s]
-        if any(not SEGMENT.match(s) or s in (".", "..") for s in segments):
-            problems.append(
-                f"index {index['name']!r} has path {index['path']!r}: a path is made of segments of "
-                "letters, digits and . _ ~ - separated by '/'."
-            )
+        problems.extend(_path_problems(f"index {index['name']!r}", index["path"]))
         port = index["port"]
         if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
             problems.append(f"index {index['name']!r} has port {port!r}: use a number from 1024 to 65535.")
@@ -280,10 +301,11 @@ def index_problems(layout, users=None, tokens=None):
             pair = f"indexes {first['name']!r} and {second['name']!r}"
             if first["path"] == second["path"]:
                 problems.append(f"{pair} have the same path {first['path']!r}.")
-            elif first["path"].startswith(second["path"]) or second["path"].startswith(first["path"]):
+            elif _overlap(first["path"], second["path"], first["health_endpoint"]):
                 problems.append(
                     f"{pair} have overlapping paths {first['path']!r} and {second['path']!r}: one "
-                    "would hide URLs of the other. Give each its own path (an index at / must be the only one)."
+                    "would hide URLs of the other. Give each its own path (beside an index at /, any "
+                    "path but /simple/, /packages/ and the health endpoint)."
                 )
             if first["port"] == second["port"]:
                 problems.append(f"{pair} have the same port {first['port']!r}.")
@@ -368,8 +390,9 @@ def group_problems(groups, layout):
             problems.append(f"{label}: mirror {group['mirror']!r} is no mirror index of pypi_indexes.")
         if group["read"] != "authenticated":
             problems.append(f"{label}: read must be authenticated (each member's own readers are checked per name).")
+        problems.extend(_path_problems(label, group["path"]))
         for index in layout:
-            if index["path"].startswith(group["path"]) or group["path"].startswith(index["path"]):
+            if _overlap(index["path"], group["path"], index["health_endpoint"]):
                 problems.append(f"{label} has path {group['path']!r}, which overlaps index {index['name']!r} "
                                 f"at {index['path']!r}.")
     return problems

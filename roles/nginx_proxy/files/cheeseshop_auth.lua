@@ -383,10 +383,22 @@ local function check_token(path, name, password, index, key_path)
   return challenge()
 end
 
+-- A right password: the user reads on, or gets 403 when it is not one of the index's (outsider).
+local function passed(name, outsider)
+  if outsider then
+    return ngx.exit(ngx.HTTP_FORBIDDEN)
+  end
+  ngx.ctx.cheeseshop_user = name
+end
+
 -- The access check for one request against one htpasswd file and, given, a tokens file
 -- (index: its name, for the audit log; minted_key_path: its minting key, trusted publishing).
 -- No tokens file (a group): a token is answered 403.
-function M.check(path, tokens_path, index, minted_key_path)
+-- known_path, given, is the file of every user of the host: a name that is not in the first
+-- file but is in this one is checked against it, and its right password gets 403, not 401, and
+-- counts as no failure. uv stops at a 403 instead of trying its next index, and pip does not
+-- ask its keyring again for a password that was right. A wrong password is a failure as any.
+function M.check(path, tokens_path, index, minted_key_path, known_path)
   local header = ngx.var.http_authorization
   if not header then
     return challenge()
@@ -412,12 +424,22 @@ function M.check(path, tokens_path, index, minted_key_path)
   if not name then
     return failed("")
   end
+  local hash, outsider = file.users[name], nil
+  if not hash and known_path then
+    outsider = users_of(known_path)
+    if not outsider then
+      ngx.log(ngx.ERR, "cheeseshop auth: cannot read ", known_path)
+      return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+    end
+    hash = outsider.users[name]
+  end
+  -- Who passes: a remembered credential is bound to the index's file and, for a user who is not
+  -- in it, to the file of every user as well (a password changed there is checked again).
   local credential_digest = ngx.sha1_bin(salt .. name .. ":" .. password)
-  local digest = file.digest .. credential_digest
+  local digest = file.digest .. (outsider and outsider.digest or "") .. credential_digest
   local key = "ok:" .. digest
   if shared:get(key) then
-    ngx.ctx.cheeseshop_user = name
-    return
+    return passed(name, outsider)
   end
   -- One check per credential at a time: requests that bring the same credential meanwhile (a
   -- client's parallel downloads) wait for its outcome instead of queueing checks of their own.
@@ -428,8 +450,7 @@ function M.check(path, tokens_path, index, minted_key_path)
       ngx.sleep(0.005)
     end
     if shared:get(key) then
-      ngx.ctx.cheeseshop_user = name
-      return
+      return passed(name, outsider)
     end
     if limits:get("bad:" .. digest) then
       -- The one check failed: each request that waited for it counts as a guess of its own.
@@ -452,7 +473,7 @@ function M.check(path, tokens_path, index, minted_key_path)
     limits:delete(pending_key)
     return barred()
   end
-  local matches, problem = verify(password, file.users[name], not reserved)
+  local matches, problem = verify(password, hash, not reserved)
   if matches == nil then
     limits:delete(pending_key)
     if reserved then
@@ -463,7 +484,6 @@ function M.check(path, tokens_path, index, minted_key_path)
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
   end
   if matches then
-    ngx.ctx.cheeseshop_user = name
     shared:set(key, name, M.REMEMBER)
     shared:set(seen_key, true, M.SEEN)
     if reserved then
@@ -480,6 +500,7 @@ function M.check(path, tokens_path, index, minted_key_path)
   if not matches then
     return challenge()
   end
+  return passed(name, outsider)
 end
 
 -- Whether the readers file at path names user (a group's page: the password was checked

@@ -311,14 +311,18 @@ def test_a_group_serves_a_name_from_its_members_and_only_otherwise_from_the_mirr
     def urls(key, project):
         return sorted(f["url"] for f in json.loads((simple / project / key / "index.json").read_text())["files"])
 
-    assert sorted(p.name for p in (simple / "shared").iterdir()) == ["a", "a+b", "b", "owners"]
+    assert sorted(p.name for p in (simple / "shared").iterdir()) == ["a", "a+b", "b", "holders", "owners"]
+    # What nginx reads in one readlink; owners is the same for configurations of earlier releases.
+    assert os.readlink(simple / "shared" / "holders") == "=a+b"
     assert (simple / "shared" / "owners").read_text() == "a\nb\n"
     assert urls("a+b", "shared") == ["/a/packages/shared-1.0-py3-none-any.whl", "/b/packages/shared-2.0-py3-none-any.whl"]
     assert urls("b", "shared") == ["/b/packages/shared-2.0-py3-none-any.whl"]
     # The mirror's confused 99.0 is nowhere: the name is customer-a's.
-    assert sorted(p.name for p in (simple / "confused").iterdir()) == ["a", "owners"]
+    assert sorted(p.name for p in (simple / "confused").iterdir()) == ["a", "holders", "owners"]
+    assert os.readlink(simple / "confused" / "holders") == "=a"
     assert urls("a", "confused") == ["/a/packages/confused-1.0-py3-none-any.whl"]
-    assert sorted(p.name for p in (simple / "public").iterdir()) == ["mirror"]
+    assert sorted(p.name for p in (simple / "public").iterdir()) == ["holders", "mirror"]
+    assert os.readlink(simple / "public" / "holders") == "="
     assert urls("mirror", "public") == ["/mirror/packages/public-3.0-py3-none-any.whl"]
     # The root lists the mirror's names, confused too: leaving it out would tell anyone that the
     # name is private here. Its page is customer-a's, behind customer-a's access check.
@@ -328,7 +332,8 @@ def test_a_group_serves_a_name_from_its_members_and_only_otherwise_from_the_mirr
     # A name the mirror had first becomes private: from then on only the member's page.
     fn, _ = wheel(dirs["b"][0], "public", "0.1")
     indexes["b"].refresh_file(fn)
-    assert sorted(p.name for p in (simple / "public").iterdir()) == ["b", "owners"]
+    assert sorted(p.name for p in (simple / "public").iterdir()) == ["b", "holders", "owners"]
+    assert os.readlink(simple / "public" / "holders") == "=b"
     # And the mirror's new file of a private name changes nothing served.
     fn, _ = wheel(dirs["mirror"][0], "shared", "9.0")
     indexes["mirror"].refresh_file(fn)

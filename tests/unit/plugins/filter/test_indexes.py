@@ -23,6 +23,7 @@ def test_main_alone_keeps_the_single_index_layout():
         "readers": ["alice", "bob"], "uploaders": ["alice", "bob"],
         "readers_file": "/etc/pypi-users/main-readers.htpasswd",
         "uploaders_file": "/etc/pypi-users/main-uploaders.htpasswd",
+        "known_users_file": "/etc/pypi-users/_known-users.htpasswd",
         "read_tokens_file": "/etc/pypi-users/main-read.tokens",
         "upload_tokens_file": "/etc/pypi-users/main-upload.tokens",
         "owners": [], "owners_file": "/etc/pypi-users/main-owners.json",
@@ -75,6 +76,9 @@ def test_rights_resolve_to_present_users_and_uploaders_may_read():
     assert private["readers"] == ["alice", "bob"] and not private["anonymous"]
     assert private["health_path"] == "/private/health"
     assert private["readers_file"] == "/etc/pypi-users/private-readers.htpasswd"
+    # One file of every present user, whatever the index: a right password without the right
+    # to read is told 403 from it.
+    assert {public["known_users_file"], private["known_users_file"]} == {"/etc/pypi-users/_known-users.htpasswd"}
 
 
 def test_no_password_reaches_the_layout_or_a_problem():
@@ -127,7 +131,12 @@ def test_explicit_port_and_directory_win():
     ([{"name": "a/b"}], "'a/b' is not valid"),
     ([{"name": "a"}, {"name": "a", "path": "/b/"}], "'a' is used by more than one index"),
     ([{"name": "a", "path": "/x/"}, {"name": "b", "path": "x"}], "have the same path '/x/'"),
-    ([{"name": "main"}, {"name": "public"}], "overlapping paths '/' and '/public/'"),
+    ([{"name": "main"}, {"name": "public", "path": "/simple/"}], "overlapping paths '/' and '/simple/'"),
+    ([{"name": "main"}, {"name": "public", "path": "/packages/x/"}], "overlapping paths"),
+    ([{"name": "main"}, {"name": "public", "path": "/health/"}], "overlapping paths"),
+    ([{"name": "a", "path": "/_cheeseshop_pages/"}], "nginx's own"),
+    ([{"name": "a", "path": "/_/oidc/"}], "nginx's own"),
+    ([{"name": "a", "path": "/.well-known/"}], "nginx's own"),
     ([{"name": "a", "path": "/private/"}, {"name": "b", "path": "/private/b/"}], "overlapping paths"),
     ([{"name": "a", "path": "/x/../y/"}], "a path is made of segments"),
     ([{"name": "a", "path": "/x y/"}], "a path is made of segments"),
@@ -248,5 +257,18 @@ def test_a_group_takes_every_index_but_the_mirror_and_lists_the_anonymous_ones()
                          ({"name": "all", "mirror": "public"}, "no mirror index"),
                          ({"name": "public"}, "taken"),
                          ({"name": "all", "path": "/private/"}, "overlaps"),
+                         ({"name": "all", "path": "/_x/"}, "nginx's own"),
                          ({"name": "all", "read": "anonymous"}, "must be authenticated")]:
         assert any(message in p for p in group_problems(group_layout([bad], layout), layout)), bad
+
+
+def test_an_index_at_the_root_leaves_every_other_path_to_other_indexes_and_groups():
+    """/ serves its simple/, packages/ and health endpoint only: a mirror at /pypi/ and a group at
+    /all/ beside it hide none of its URLs (the demo's layout)."""
+    from ansible_collections.cheeseshop.pypi.plugins.filter.indexes import group_layout, group_problems
+    layout = index_layout([{"name": "main"}, {"name": "pypi", "path": "/pypi/", "mirror": MIRROR}])
+    assert index_problems(layout) == []
+    assert group_problems(group_layout([{"name": "all"}], layout), layout) == []
+    for path in ("/simple/", "/packages/", "/"):
+        assert any("overlaps" in p for p in group_problems(group_layout([{"name": "all", "path": path}], layout),
+                                                            layout)), path
