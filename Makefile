@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Every scenario under molecule/ except the demo, which is not a test; the longest first, since
 # tools/run-scenarios gives the next one to whichever lane is free.
-LONGEST_FIRST := indexes default debian13 supervisor upgrade
+LONGEST_FIRST := indexes default debian13 cluster supervisor upgrade
 ALL_SCENARIOS := $(filter-out demo resources,$(notdir $(wildcard molecule/*)))
 SCENARIOS ?= $(foreach s,$(LONGEST_FIRST),$(filter $(s),$(ALL_SCENARIOS))) $(filter-out $(LONGEST_FIRST),$(ALL_SCENARIOS))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
