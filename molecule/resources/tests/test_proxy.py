@@ -100,18 +100,21 @@ def test_served_certificate_is_not_a_ca(host, server, ca):
 # --- Who may read ----------------------------------------------------------------------
 
 def test_anonymous_and_outsider_are_refused_pages_and_files(host, curl, server, credentials, reader):
+    """No credentials or a wrong password: 401. A user of the host who may not read this index,
+    with its right password: 403 (#41), which clients take as final."""
     page = f"https://{server}/simple/"
     outsider = ("molecule-outsider", credentials["molecule-outsider"])
     # The index's own path too, whatever the method: nothing there tells a stranger of the index.
     for extra in ("", " -X PUT", " -X DELETE"):
         assert status(host, curl, f"https://{server}/", None, extra) == 401, extra
     assert status(host, curl, page) == 401
-    assert status(host, curl, page, outsider) == 401
+    assert status(host, curl, page, outsider) == 403
     assert status(host, curl, page, (reader[0], "wrong-password")) == 401
+    assert status(host, curl, page, (outsider[0], "wrong-password")) == 401
     file_url = first_file_url(host, curl, f"https://{server}/simple/cheeseshop-probe/", reader)
     assert status(host, curl, file_url, reader) == 200
     assert status(host, curl, file_url) == 401
-    assert status(host, curl, file_url, outsider) == 401
+    assert status(host, curl, file_url, outsider) == 403
 
 
 def test_no_cached_401_locks_users_out(host, curl, server, reader):
