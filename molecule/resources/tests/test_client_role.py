@@ -211,7 +211,7 @@ def test_the_indexes_come_from_pypi_indexes_and_each_gets_its_entries(host, name
     and paths from it. An account on two indexes: pip and uv install from the first (uv's
     second index is explicit), and twine and poetry get a repository for each."""
     home, user = fresh_account["home"], fresh_account["user"]
-    # A layout the server accepts: an index at / must be its only one.
+    # A layout the server accepts: two indexes, each at a path of its own.
     extra = {"pypi_indexes": [{"name": "main", "path": "/main/", "read": [reader[0]]},
                               {"name": "team", "path": "/private/team/", "upload": [reader[0]]}],
              "client_accounts": [{"user": user, "index": index, "username": reader[0]} for index in ("main", "team")]}

@@ -85,7 +85,7 @@ BAD_INDEXES = [
     # (pypi_indexes, text the error must contain)
     ([{"name": "public"}, {"name": "public", "path": "/other/"}], "'public' is used by more than one index"),
     # The unit tests of plugins/filter/indexes.py go through every other rule.
-    ([{"name": "main"}, {"name": "public"}], "an index at / must be the only one"),
+    ([{"name": "main"}, {"name": "public", "path": "/simple/"}], "overlapping paths '/' and '/simple/'"),
     ([{"name": "a", "read": ["nobody-by-this-name"]}], "'nobody-by-this-name', who is not a present user"),
     ([{"name": "Customer A"}], "index name 'Customer A' is not valid"),
 ]
