@@ -34,7 +34,7 @@ help:
 
 $(BIN)/molecule: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet --upgrade pip==26.3
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 

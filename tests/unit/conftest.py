@@ -1,10 +1,15 @@
-"""Shared by the unit tests of the roles' programs: loading one, and a stand-in page service."""
+"""Shared by the unit tests of the roles' programs: loading one, the real page service, and a
+stand-in page service that answers "ok" to every line."""
 import importlib.machinery
 import importlib.util
+import json
 import pathlib
 import socket
+import subprocess
 import sys
 import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,3 +55,31 @@ def pages_socket(tmp_path):
     threading.Thread(target=serve, daemon=True).start()
     yield path, lines
     listener.close()
+
+
+def wait_for(check, what):
+    for _ in range(100):
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within 5 s")
+
+
+@pytest.fixture
+def service(tmp_path):
+    """The real page service (cheeseshop-pages `serve`) on one index, main, in tmp_path,
+    answering on its socket; stopped after."""
+    pk, pg = tmp_path / "packages", tmp_path / "pages"
+    pk.mkdir()
+    config = tmp_path / "config.json"
+    sock = tmp_path / "pages.sock"
+    config.write_text(json.dumps({"socket": str(sock), "indexes": [
+        {"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}]}))
+    process = subprocess.Popen([sys.executable, str(program_path("pages", "cheeseshop-pages")), "serve", str(config)],
+                               stderr=subprocess.PIPE)
+    try:
+        wait_for(sock.exists, "the socket")
+        yield SimpleNamespace(packages=pk, pages=pg, config=config, socket=sock)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

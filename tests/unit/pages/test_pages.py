@@ -10,13 +10,10 @@ import socket
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
-from types import SimpleNamespace
 
-import pytest
 
-from conftest import load_program, program_path
+from conftest import load_program, program_path, wait_for
 
 PROGRAM = program_path("pages", "cheeseshop-pages")
 pages = load_program("pages", "cheeseshop-pages")
@@ -85,30 +82,6 @@ def test_pages_from_a_rebuild_and_each_change(tmp_path):
     assert not list((pg / "simple/foo-bar").glob(".*"))
 
 
-def wait_for(check, what):
-    for _ in range(100):
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} within 5 s")
-
-
-@pytest.fixture
-def service(tmp_path):
-    """The service (`serve`) on one index in tmp_path, answering on its socket; stopped after."""
-    pk, pg = tmp_path / "packages", tmp_path / "pages"
-    pk.mkdir()
-    config = tmp_path / "config.json"
-    sock = tmp_path / "pages.sock"
-    config.write_text(json.dumps({"socket": str(sock), "indexes": [
-        {"name": "main", "packages_dir": str(pk), "pages_dir": str(pg)}]}))
-    process = subprocess.Popen([sys.executable, str(PROGRAM), "serve", str(config)], stderr=subprocess.PIPE)
-    try:
-        wait_for(sock.exists, "the socket")
-        yield SimpleNamespace(packages=pk, pages=pg, config=config, socket=sock)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_service_lists_files_that_arrive_and_answers_on_its_socket(service):
