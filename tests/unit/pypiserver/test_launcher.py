@@ -5,6 +5,7 @@ the real page service on its socket, and the pypiserver (with its Bottle) the ro
 Every upload is written by an attacker: a refused one leaves nothing behind, and a stored one
 is on a page before the answer leaves.
 """
+import base64
 import hashlib
 import hmac
 import io
@@ -49,7 +50,6 @@ def multipart(fields, files):
 
 def bind(method="GET", user=("alice", "secret"), body=b"", content_type=None):
     """Bottle's request for this thread, as pypiserver sees one nginx passed on."""
-    import base64
     environ = {"REQUEST_METHOD": method, "PATH_INFO": "/", "SERVER_NAME": "localhost", "SERVER_PORT": "8080",
                "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
                "HTTP_X_REAL_IP": "192.0.2.7"}
