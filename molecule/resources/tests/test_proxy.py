@@ -681,6 +681,8 @@ def test_bad_nginx_value_is_refused_and_the_site_keeps_serving(host, curl, serve
 REVOCATION_BOUND = 2  # seconds after the users run returns; nginx re-reads the readers file every second
 
 
+# Users logic over the wire: Debian 13's nginx re-reading the readers file is test_client_role's rotation.
+@pytest.mark.scenarios("default")
 def test_reader_added_changed_and_removed_over_https(host, test_vars, curl, server, ca, vault_users, indexes):
     """Add a reader (pip logs in), change the password (the old one fails), remove them (401 on
     pages and files), whatever nginx remembered or cached."""
@@ -732,6 +734,8 @@ def served_serial(host, server):
                              f"2>/dev/null | openssl x509 -noout -serial")
 
 
+# Ansible decides a renewal the same way on every release; Debian 13 re-signs and reloads in test_tls_ca.py.
+@pytest.mark.scenarios("default")
 def test_certificate_renewal_reloads_nginx_without_a_restart(host, server):
     """A certificate inside the renewal window is re-signed by a --tags tls run; nginx reloads
     (same master process) and serves it; the next ordinary run changes nothing."""
@@ -792,6 +796,9 @@ def served_issuer_and_serial(host, name):
                              "| openssl x509 -noout -issuer -serial")
 
 
+# community.crypto speaks ACME the same way on every release; the cryptography it signs with on
+# Debian 13 makes the CA and certificates of test_tls_ca.py.
+@pytest.mark.scenarios("default")
 def test_acme_certificate_from_a_real_acme_ca(host, server):
     """acme mode against pebble (a real ACME server, on this client): the certificate is ordered
     with HTTP-01 challenges that nginx serves, verifies against pebble's root, no challenge is
