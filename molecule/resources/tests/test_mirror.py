@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import (body, client_wheel, https_upload, project_playbook, run_playbook, sha256_by_name, status,
-                      version)
+from conftest import (body, client_wheel, headers, https_upload, project_playbook, run_playbook, sha256_by_name,
+                      status, version)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -168,6 +168,36 @@ def test_the_group_serves_a_private_name_from_its_index_and_never_from_the_mirro
     assert status(host, curl, f"https://{server}/private/customer-a/simple/", ci) == 200
     assert [status(host, curl, f"https://{server}{GROUP}cheeseshop-owned-confused/", ci) for _ in range(25)] == [403] * 25
     assert status(host, curl, f"https://{server}{GROUP}cheeseshop-owned-confused/", alice) == 200
+
+
+# (Accept header, the page's Content-Type): the first two the map in nginx.conf decides, the last
+# two cheeseshop_pages.lua weighs.
+GROUP_ACCEPTS = [
+    (None, "text/html"),
+    ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.v1+json"),
+    ("application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.v1+html"),
+    ("text/html;q=0.2, application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.v1+json"),
+]
+
+
+@pytest.mark.parametrize("accept,content_type", GROUP_ACCEPTS, ids=[a or "no Accept" for a, _ in GROUP_ACCEPTS])
+def test_group_pages_answer_every_accept_as_an_index_page_does(host, server, curl, credentials, confusion,
+                                                               accept, content_type):
+    """Whatever the client accepts, the reader gets the page of the members they may read, with
+    an index page's headers; another reader gets 404 and an unnormalised name a redirect."""
+    alice = ("customer-a-dev", credentials["customer-a-dev"])
+    bob = ("customer-b-dev", credentials["customer-b-dev"])
+    extra = f"-H {shlex.quote('Accept: ' + accept)}" if accept else ""
+    url = f"https://{server}{GROUP}cheeseshop-owned-confused/"
+    got = headers(host, curl, url, alice, extra)
+    assert got.startswith("http/2 200"), got
+    assert f"content-type: {content_type}\r\n" in got and "vary: accept" in got, got
+    assert "cache-control: private, no-cache" in got, got
+    page = host.check_output(f"{curl} -u {shlex.quote(alice[0] + ':' + alice[1])} {extra} {shlex.quote(url)}")
+    assert "cheeseshop_owned_confused-1.0-py3-none-any.whl" in page, page
+    assert status(host, curl, url, bob, extra) == 404
+    moved = headers(host, curl, f"https://{server}{GROUP}Cheeseshop_Owned.Confused/", alice, extra)
+    assert moved.startswith("http/2 301") and f"location: {GROUP}cheeseshop-owned-confused/\r\n" in moved, moved
 
 
 def test_a_name_made_private_after_it_was_mirrored_is_then_served_only_from_its_index(host, server, ca, curl,
