@@ -251,8 +251,8 @@ def headers(host, curl, url, user=None, extra=""):
     return host.check_output(f"{curl} {_auth(user)}{extra} -D - -o /dev/null {shlex.quote(url)}").lower()
 
 
-def body(host, curl, url, user=None):
-    return host.check_output(f"{curl} {_auth(user)}{shlex.quote(url)}")
+def body(host, curl, url, user=None, extra=""):
+    return host.check_output(f"{curl} {_auth(user)}{extra} {shlex.quote(url)}")
 
 
 def first_file_url(host, curl, page, user=None, filename=""):

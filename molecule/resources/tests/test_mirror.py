@@ -193,7 +193,7 @@ def test_group_pages_answer_every_accept_as_an_index_page_does(host, server, cur
     assert got.startswith("http/2 200"), got
     assert f"content-type: {content_type}\r\n" in got and "vary: accept" in got, got
     assert "cache-control: private, no-cache" in got, got
-    page = host.check_output(f"{curl} -u {shlex.quote(alice[0] + ':' + alice[1])} {extra} {shlex.quote(url)}")
+    page = body(host, curl, url, alice, extra)
     assert "cheeseshop_owned_confused-1.0-py3-none-any.whl" in page, page
     assert status(host, curl, url, bob, extra) == 404
     moved = headers(host, curl, f"https://{server}{GROUP}Cheeseshop_Owned.Confused/", alice, extra)
