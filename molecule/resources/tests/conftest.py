@@ -409,7 +409,10 @@ def wait_for_boot(host, failed=()):
     "degraded" with precisely those, never a boot that merely settled."""
     state = ""
     for _ in range(100):
-        state = host.run("systemctl is-system-running --wait").stdout.strip()
+        try:
+            state = host.run("systemctl is-system-running --wait").stdout.strip()
+        except RuntimeError as error:  # ssh's 255: no connection yet to a container just started
+            state = str(error)
         if state in ("running", "degraded"):
             break
         time.sleep(0.2)
