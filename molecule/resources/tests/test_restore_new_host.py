@@ -72,6 +72,12 @@ def make_host(backing, server):
     docker("cp", BYTECODE_CACHE, f"{NEW}:/usr/lib/python3/dist-packages/")
     docker("exec", NEW, "sh", "-c", "echo 'import cheeseshop_test_bytecode_cache' > "
            "/usr/lib/python3/dist-packages/cheeseshop-test-bytecode-cache.pth")
+    # And the SSH server the tests reach every instance through (create.yml's ssh_config runs
+    # `docker exec ... sshd -i`), masked first as in the -tools images: no service, no port.
+    docker("exec", NEW, "sh", "-c", "systemctl mask ssh.service ssh.socket && apt-get update -qq && "
+           "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server")
+    docker("cp", os.path.join(os.path.dirname(backing), "ssh_key.pub"),
+           f"{NEW}:/etc/ssh/cheeseshop-test-authorized-key")
     return json.loads(docker("inspect", NEW))[0]["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
@@ -98,7 +104,9 @@ def write_inventory(directory, server, ca_copy):
     inventory = os.path.join(directory, "hosts.yml")
     with open(inventory, "w") as handle:
         json.dump({"pypi_servers": {"hosts": {NEW: {
-            "ansible_connection": "community.docker.docker",
+            # Over SSH, as the scenario's instances (.config/molecule/config.yml).
+            "ansible_connection": "ssh",
+            "ansible_ssh_common_args": "-F " + os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ssh_config"),
             # The name clients use moves to the new host (a DNS change), as pypi_server_name says
             # in an operator's inventory; the scenario's server has it from its inventory name.
             "pypi_server_name": server,
