@@ -74,8 +74,12 @@ def make_host(backing, server):
            "/usr/lib/python3/dist-packages/cheeseshop-test-bytecode-cache.pth")
     # And the SSH server the tests reach every instance through (create.yml's ssh_config runs
     # `docker exec ... sshd -i`), masked first as in the -tools images: no service, no port.
-    docker("exec", NEW, "sh", "-c", "systemctl mask ssh.service ssh.socket && apt-get update -qq && "
-           "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server")
+    # Once booted: before, systemctl finds no bus, and apt's signature check fails while
+    # systemd mounts /tmp under it.
+    docker("exec", NEW, "sh", "-c", "for i in $(seq 150); do case $(systemctl is-system-running --wait 2>/dev/null) "
+           "in running|degraded) break;; esac; sleep 0.2; done; systemctl mask ssh.service ssh.socket && "
+           "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+           "openssh-server")
     docker("cp", os.path.join(os.path.dirname(backing), "ssh_key.pub"),
            f"{NEW}:/etc/ssh/cheeseshop-test-authorized-key")
     return json.loads(docker("inspect", NEW))[0]["NetworkSettings"]["Networks"][network]["IPAddress"]
