@@ -16,14 +16,15 @@ SCENARIOS ?= $(LANES) $(filter-out $(subst +, ,$(LANES)),$(ALL_SCENARIOS))
 COLLECTION_LINK := .ansible/collections/ansible_collections/cheeseshop/pypi
 IMAGE_LOG_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cheeseshop-images
 
-.PHONY: help venv docker lint unit build sanity docs test test-images scenario demo demo-down bench timings lock clean
+.PHONY: help venv docker lint unit build sanity checks docs test test-images scenario demo demo-down bench timings lock clean
 
 help:
 	@echo "make demo       bring up a local private index in a container and print how to use it"
 	@echo "make demo-down  remove the demo container"
 	@echo "make bench      benchmark the demo stack against nginx's static ceiling (not a test)"
 	@echo "make timings    fresh converge, no-op rerun and users-only run, medians (not a test)"
-	@echo "make test       lint, unit tests, build, sanity, then every molecule scenario ($(SCENARIOS))"
+	@echo "make test       every molecule scenario ($(SCENARIOS)), and beside them make checks"
+	@echo "make checks     lint, unit tests, build and sanity"
 	@echo "make scenario S=debian13   one molecule scenario"
 	@echo "make lint       yamllint, ansible-lint (production), argument_specs vs defaults, pyflakes,"
 	@echo "                declared collection dependencies, inventories"
@@ -95,10 +96,14 @@ docs: venv
 	$(BIN)/python tools/role-docs
 
 # The test images are built (debootstrap, then the tooling; minutes on a cold machine, nothing
-# when current) in the background while lint, the unit tests and sanity run; each scenario's
-# dependency step then waits for them (tools/test-image takes a lock) or builds what failed.
-test: test-images lint unit build sanity docker
-	tools/run-scenarios $(SCENARIOS)
+# when current) in the background; each scenario's dependency step waits for its own (tools/
+# test-image takes a lock) or builds what failed. The checks (lint, unit tests, build, sanity)
+# run beside the scenarios, not before them: they keep one core busy for about four minutes,
+# while the scenarios' first minutes wait on images and containers (docs/contributing.md).
+test: test-images venv docker
+	tools/run-scenarios --checks "$(MAKE) --no-print-directory checks" $(SCENARIOS)
+
+checks: lint unit build sanity
 
 test-images: docker
 	@mkdir -p $(IMAGE_LOG_DIR)
