@@ -4,6 +4,21 @@
 -- come from the configuration, never from the client's URI.
 local M = {}
 
+-- A reader host of a cluster (pypi_writer false) runs no pypiserver: it is healthy while it can
+-- read every index's root page on the shared volume (files: their paths).
+function M.answer_reader(files)
+  for _, path in ipairs(files) do
+    local file = io.open(path, "rb")
+    if not file then
+      ngx.status = ngx.HTTP_SERVICE_UNAVAILABLE
+      ngx.header["Retry-After"] = "30"
+      return ngx.say("503 The package index is unavailable: its pages cannot be read.")
+    end
+    file:close()
+  end
+  return ngx.say("ok")
+end
+
 -- host: where every pypiserver listens; checks: a list of {port, path}, one per index.
 function M.answer(host, checks)
   for _, check in ipairs(checks) do
